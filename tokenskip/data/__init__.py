@@ -1,0 +1,16 @@
+"""Datasets mapped to one record schema, JSONL I/O, and prompt presets."""
+
+from tokenskip.data.datasets import Record, load_records
+from tokenskip.data.jsonl import ResumableJsonlWriter, read_jsonl
+from tokenskip.data.prompts import PRESETS, PromptPreset, format_prompt, format_target
+
+__all__ = [
+    "PRESETS",
+    "PromptPreset",
+    "Record",
+    "ResumableJsonlWriter",
+    "format_prompt",
+    "format_target",
+    "load_records",
+    "read_jsonl",
+]

@@ -1,0 +1,229 @@
+"""Dataset loaders: every source becomes a list of :class:`Record` (id, question, answer, optional cot).
+
+Sources, by ``--dataset``:
+
+* ``sample``: 16 grade-school problems bundled with tokenskip (offline quickstart).
+* ``gsm8k`` / ``math500`` / ``gsm8k-zero``: a local copy under ``$TOKENSKIP_DATA_DIR/<name>/<split>.jsonl``
+  when that variable is set, else the Hugging Face Hub (``openai/gsm8k``, ``HuggingFaceH4/MATH-500``).
+* a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file. The format is detected per row:
+  GSM8K HF (``question``, ``answer`` = "... #### 18"), pre-split GSM8K (``question``, ``cot``, ``answer``),
+  MATH (``problem``, ``solution``, ``answer``), GSM8K-Zero (``question``, numeric ``answer``), or any
+  columns renamed with ``column_map`` (e.g. ``{"question": "prompt", "answer": "target"}``).
+* any other ``owner/name``: a hub dataset (needs network), read with ``column_map``.
+
+A malformed row (not an object, no question, no answer) raises a UserError naming file and line, or with
+``on_error="skip"`` is skipped and counted in the returned stats -- never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenskip.data.jsonl import BadLineStats, OnError, check_input_file, read_jsonl
+from tokenskip.errors import UserError
+
+SAMPLE_FILE = Path(__file__).parent / "samples" / "grade_school.jsonl"
+
+HUB_DATASETS: dict[str, tuple[str, str | None]] = {
+    "gsm8k": ("openai/gsm8k", "main"),
+    "math500": ("HuggingFaceH4/MATH-500", None),
+}
+NAMED = ("sample", "gsm8k", "math500", "gsm8k-zero")
+
+
+@dataclass
+class Record:
+    """One problem. ``task`` picks the grader: ``gsm8k`` (numeric) or ``math`` (LaTeX/symbolic)."""
+
+    id: str
+    question: str
+    answer: str
+    cot: str | None = None
+    task: str = "gsm8k"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _answer_to_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced."""
+    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if idx < 0:
+        return None
+    i = text.find("{", idx)
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None
+
+
+def row_to_record(
+    row: dict[str, Any], default_id: str, column_map: dict[str, str] | None = None, task: str | None = None
+) -> Record:
+    """Map one raw row onto a Record; raise ValueError with a short reason if it cannot be mapped."""
+    if column_map:
+        row = dict(row)
+        for target, source in column_map.items():
+            if source not in row:
+                raise ValueError(f"column '{source}' (mapped to '{target}') is missing")
+            row[target] = row[source]
+    rid = str(row.get("id") if row.get("id") not in (None, "") else default_id)
+    if "problem" in row and "question" not in row:  # MATH format
+        question = row.get("problem")
+        answer = row.get("answer")
+        solution = row.get("solution")
+        if (answer is None or str(answer).strip() == "") and isinstance(solution, str):
+            answer = last_boxed(solution)
+        cot = row.get("cot", solution)
+        rtask = task or "math"
+    else:
+        question = row.get("question")
+        answer = row.get("answer")
+        cot = row.get("cot")
+        if isinstance(answer, str) and "####" in answer and cot is None:  # GSM8K HF format
+            cot_part, _, ans = answer.rpartition("####")
+            cot, answer = cot_part.strip(), ans.strip().replace(",", "")
+        rtask = task or "gsm8k"
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("no question text")
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        raise ValueError("no answer")
+    if cot is not None and not isinstance(cot, str):
+        raise ValueError("cot is not a string")
+    return Record(id=rid, question=question.strip(), answer=_answer_to_str(answer), cot=cot, task=rtask)
+
+
+def _rows_from_file(path: Path, on_error: OnError, stats: BadLineStats):
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from read_jsonl(path, on_error=on_error, stats=stats)
+        return
+    check_input_file(path)
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise UserError(f"{path}: not valid JSON ({str(e).splitlines()[0][:120]})") from None
+        if isinstance(data, dict):
+            data = data.get("data", data.get("examples"))
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON list of objects (or {{'data': [...]}})")
+        for i, row in enumerate(data):
+            if not isinstance(row, dict):
+                msg = f"{path}: item {i}: expected a JSON object"
+                if on_error == "raise":
+                    raise UserError(msg)
+                stats.add(msg)
+                continue
+            yield i + 1, row
+        return
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise UserError(f"{path}: cannot read parquet ({str(e).splitlines()[0][:120]})") from None
+        for i, row in enumerate(table.to_pylist()):
+            yield i + 1, row
+        return
+    raise UserError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json or .parquet)")
+
+
+def _hub_rows(name: str, config: str | None, split: str):
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a core dependency
+        raise UserError(f"the 'datasets' package is required for hub datasets: {e}") from None
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # offline, unknown name, unknown split: all user-facing
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"could not load hub dataset '{name}' split '{split}': {first} "
+            "(offline? pass a local file, or set TOKENSKIP_DATA_DIR)"
+        ) from None
+    for i, row in enumerate(ds):
+        yield i + 1, row
+
+
+def load_records(
+    dataset: str,
+    split: str = "test",
+    column_map: dict[str, str] | None = None,
+    on_error: OnError = "raise",
+    limit: int | None = None,
+    task: str | None = None,
+) -> tuple[list[Record], BadLineStats]:
+    """Load ``dataset`` as Records. Returns the records and the stats of skipped malformed rows."""
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    if task is not None and task not in ("gsm8k", "math"):
+        raise UserError(f"--task must be 'gsm8k' or 'math', got '{task}'")
+    stats = BadLineStats()
+    name = dataset.strip()
+    if not name:
+        raise UserError("--dataset is empty")
+    local = Path(name).expanduser()
+    prefix = f"{local.parent.name}-{local.stem}" if local.parent.name else local.stem
+    if name == "sample":
+        rows, where, prefix = _rows_from_file(SAMPLE_FILE, on_error, stats), str(SAMPLE_FILE), "sample"
+    elif name in NAMED:
+        data_dir = os.environ.get("TOKENSKIP_DATA_DIR")
+        candidate = Path(data_dir) / name.replace("-", "_") / f"{split}.jsonl" if data_dir else None
+        prefix = f"{name}-{split}"
+        if candidate is not None and candidate.exists():
+            rows, where = _rows_from_file(candidate, on_error, stats), str(candidate)
+        elif name in HUB_DATASETS:
+            hub, config = HUB_DATASETS[name]
+            rows, where = _hub_rows(hub, config, split), hub
+        else:
+            raise UserError(
+                f"dataset '{name}' has no hub copy: pass its file path, or set TOKENSKIP_DATA_DIR"
+            )
+    elif local.exists() or local.suffix.lower() in (".jsonl", ".json", ".parquet"):
+        rows, where = _rows_from_file(local, on_error, stats), str(local)
+    elif "/" in name:
+        rows, where, prefix = _hub_rows(name, None, split), name, name.split("/")[-1]
+    else:
+        raise UserError(f"unknown dataset '{name}': use one of {', '.join(NAMED)}, a file path, or a hub id")
+
+    records: list[Record] = []
+    seen: set[str] = set()
+    for lineno, row in rows:
+        try:
+            rec = row_to_record(row, f"{prefix}-{lineno - 1}", column_map, task)
+            if rec.id in seen:
+                raise ValueError(f"duplicate id '{rec.id}'")
+        except ValueError as e:
+            msg = f"{where}:{lineno}: malformed row ({e})"
+            if on_error == "raise":
+                raise UserError(msg) from None
+            stats.add(msg)
+            continue
+        seen.add(rec.id)
+        records.append(rec)
+        if limit is not None and len(records) >= limit:
+            break
+    if not records:
+        raise UserError(f"{where}: no usable rows" + (f" ({len(stats)} malformed)" if len(stats) else ""))
+    return records, stats

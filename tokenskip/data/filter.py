@@ -1,0 +1,48 @@
+"""``tokenskip filter``: keep correct outputs whose CoT is short enough (TokenSkip's data filter)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from tokenskip.data.jsonl import read_jsonl, write_jsonl_atomic
+from tokenskip.errors import UserError
+
+
+def keep_record(row: dict[str, Any], max_cot_tokens: int | None, require_correct: bool) -> bool:
+    """Whether a generated record belongs in the training set."""
+    if require_correct and not row.get("correct", False):
+        return False
+    if max_cot_tokens is not None:
+        tokens = row.get("cot_tokens")
+        if tokens is None or int(tokens) > max_cot_tokens:
+            return False
+    return bool(str(row.get("cot", "")).strip())
+
+
+def filter_records(
+    input: str,
+    out: str,
+    max_cot_tokens: int | None = 500,
+    require_correct: bool = True,
+    on_error: Literal["raise", "skip"] = "raise",
+) -> dict[str, int]:
+    """Keep generated records that are correct and whose CoT has at most N tokens.
+
+    Args:
+        input: JSONL from `tokenskip generate`.
+        out: filtered JSONL (written atomically).
+        max_cot_tokens: drop records whose cot_tokens exceed this (none: no length limit).
+        require_correct: drop records graded incorrect.
+        on_error: a malformed line is fatal (raise) or skipped (skip).
+    """
+    if max_cot_tokens is not None and max_cot_tokens < 1:
+        raise UserError(f"--max_cot_tokens must be >= 1, got {max_cot_tokens}")
+    total = 0
+    kept: list[dict[str, Any]] = []
+    for _, row in read_jsonl(input, on_error=on_error):
+        total += 1
+        if keep_record(row, max_cot_tokens, require_correct):
+            kept.append(row)
+    n = write_jsonl_atomic(out, kept)
+    print(f"tokenskip: kept {n} of {total} records -> {out}")
+    return {"total": total, "kept": n}

@@ -1,0 +1,161 @@
+"""JSONL reading with line-accurate errors, and an append-only writer that makes long jobs resumable.
+
+The writer's contract: every finished record is one complete line, written with a single ``write`` and
+flushed + fsynced before the next record starts. On reopen, a trailing half-written line (the job was
+killed mid-write) is cut off, and the ids already present are reported so the job skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from tokenskip.errors import UserError
+
+OnError = Literal["raise", "skip"]
+
+
+class BadLineStats:
+    """Counts rows that were skipped because they were malformed (``on_error="skip"``)."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.skipped.append(message)
+
+    def __len__(self) -> int:
+        return len(self.skipped)
+
+
+def check_input_file(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path, or raise UserError if it is missing, a directory or empty."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"file not found: {p}")
+    if p.is_dir():
+        raise UserError(f"expected a file, got a directory: {p}")
+    if p.stat().st_size == 0:
+        raise UserError(f"file is empty: {p}")
+    return p
+
+
+def read_jsonl(
+    path: str | os.PathLike, on_error: OnError = "raise", stats: BadLineStats | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+
+    A line that is not a JSON object raises UserError naming file and line (``on_error="raise"``), or is
+    skipped and recorded in ``stats`` (``on_error="skip"``).
+    """
+    p = check_input_file(path)
+    with p.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            except ValueError as e:
+                msg = f"{p}:{lineno}: malformed JSONL line ({_short(e)})"
+                if on_error == "raise":
+                    raise UserError(msg) from None
+                if stats is not None:
+                    stats.add(msg)
+                continue
+            yield lineno, obj
+
+
+def _short(e: Exception) -> str:
+    s = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return s[:120]
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and an atomic rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
+    """Write all rows to ``path`` through a temporary file and an atomic rename; return the count."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    return n
+
+
+class ResumableJsonlWriter:
+    """Append-only JSONL output keyed by a record id; reopening skips what is already done.
+
+    >>> with ResumableJsonlWriter("out.jsonl") as w:      # doctest: +SKIP
+    ...     todo = [r for r in records if r["id"] not in w.done]
+    ...     for rec in process(todo):
+    ...         w.write(rec)
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "id") -> None:
+        self.path = Path(path)
+        self.key = key
+        self.done: set[str] = set()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._recover()
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def _recover(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            # the job was killed while writing its last line: drop the partial line
+            cut = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as f:
+                f.truncate(cut)
+            data = data[:cut]
+        for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                self.done.add(str(rec[self.key]))
+            except (ValueError, KeyError, TypeError):
+                raise UserError(
+                    f"{self.path}:{lineno}: existing output line is not a record with '{self.key}'; "
+                    "move the file away or pick another --out"
+                ) from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        rid = str(record[self.key])
+        if rid in self.done:
+            return
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.done.add(rid)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> ResumableJsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

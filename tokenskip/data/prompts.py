@@ -1,0 +1,120 @@
+"""Prompt presets: the one place where the question, the ratio and the answer suffix become text.
+
+Training (build-sft), inference (generate/infer/serve) and the benchmark all call :func:`format_prompt`
+and :func:`format_target`, so a model is always served with exactly the prompt it was trained on.
+
+TokenSkip's format (arXiv 2502.12067): the user message is ``instruction + "\\n" + question``; for a
+ratio γ < 1 the message ends with ``<delim>γ<delim>`` (γ written like ``0.5``). The target is the
+(compressed) CoT followed by ``"\\n\\nThe final answer is: $\\boxed{ANSWER}$"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tokenskip.errors import UserError
+
+COT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+ANSWER_SEPARATOR = "\n\nThe final answer is:"
+
+
+@dataclass(frozen=True)
+class PromptPreset:
+    """How prompts and targets are written.
+
+    Attributes:
+        name: preset name used on the command line (``--preset``).
+        instruction: text placed before the question (empty string for none).
+        system: system message; ``None`` keeps the chat template's own default.
+        delimiter: wraps γ in the prompt; ``None`` means the tokenizer's EOS token.
+        answer_template: appended to the CoT in training targets; ``{answer}`` is the final answer.
+    """
+
+    name: str
+    instruction: str = COT_INSTRUCTION
+    system: str | None = None
+    delimiter: str | None = None
+    answer_template: str = ANSWER_SEPARATOR + " $\\boxed{{{answer}}}$"
+
+
+PRESETS: dict[str, PromptPreset] = {
+    # The model's own chat template and system prompt; γ wrapped in the model's EOS token.
+    "default": PromptPreset(name="default"),
+    # Byte-for-byte the prompt of the original TokenSkip release (and its published LoRA adapters for
+    # Qwen2.5-3B/7B/14B-Instruct on GSM8K): fixed system prompt and the literal <|eot_id|> delimiter for
+    # every model family.
+    "tokenskip": PromptPreset(
+        name="tokenskip", system="You are a helpful assistant.", delimiter="<|eot_id|>"
+    ),
+}
+
+
+def get_preset(name: str) -> PromptPreset:
+    if name not in PRESETS:
+        raise UserError(f"unknown prompt preset '{name}' (known: {', '.join(PRESETS)})")
+    return PRESETS[name]
+
+
+def check_ratio(ratio: float) -> float:
+    """Validate γ: a float in (0, 1]."""
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError):
+        raise UserError(f"compression ratio must be a number in (0, 1], got {ratio!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise UserError(f"compression ratio must be in (0, 1], got {ratio}")
+    return value
+
+
+def format_ratio(ratio: float) -> str:
+    """γ as TokenSkip writes it: ``0.5``, ``0.9`` (no trailing zeros beyond one decimal)."""
+    return repr(round(float(ratio), 4))
+
+
+def user_message(question: str, ratio: float | None, preset: PromptPreset, eos_token: str | None) -> str:
+    """The user turn: instruction, question and, for γ < 1, ``<delim>γ<delim>``."""
+    text = f"{preset.instruction}\n{question}" if preset.instruction else question
+    if ratio is not None and check_ratio(ratio) < 1.0:
+        delim = preset.delimiter if preset.delimiter is not None else eos_token
+        if not delim:
+            raise UserError("the tokenizer has no EOS token: set a delimiter in the prompt preset")
+        text += f"{delim}{format_ratio(ratio)}{delim}"
+    return text
+
+
+def chat_messages(
+    question: str,
+    ratio: float | None = None,
+    preset: PromptPreset | str = "default",
+    eos_token: str | None = None,
+) -> list[dict[str, str]]:
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    messages = []
+    if p.system is not None:
+        messages.append({"role": "system", "content": p.system})
+    messages.append({"role": "user", "content": user_message(question, ratio, p, eos_token)})
+    return messages
+
+
+def format_prompt(
+    tokenizer: Any, question: str, ratio: float | None = None, preset: PromptPreset | str = "default"
+) -> str:
+    """The full prompt string (chat template applied, generation prompt added)."""
+    messages = chat_messages(question, ratio, preset, getattr(tokenizer, "eos_token", None))
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # no chat template (base models): plain text turns
+    parts = [m["content"] for m in messages]
+    return "\n\n".join(parts) + "\n\n"
+
+
+def format_target(cot: str, answer: str, preset: PromptPreset | str = "default") -> str:
+    """Training target: the (compressed) CoT, then the never-compressed final-answer sentence."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    return cot.rstrip() + p.answer_template.format(answer=answer)
+
+
+def split_cot(output: str) -> str:
+    """The CoT part of a model output: everything before ``"\\n\\nThe final answer is:"`` (TokenSkip)."""
+    return output.split(ANSWER_SEPARATOR)[0]
