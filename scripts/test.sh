@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
-ruff check tokenskip tests benchmarks
-ruff format --check tokenskip tests benchmarks
+ruff check .
+ruff format --check .
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python3 -m pytest -q -ra --durations=15 tests
