@@ -34,7 +34,7 @@ def test_missing_file(tmp_path):
 
 def test_malformed_jsonl_line(tmp_path):
     f = tmp_path / "bad.jsonl"
-    f.write_text('{"question": "q", "answer": "1"}\n{"question": oops}\n')
+    f.write_text('{"question": "q", "answer": "1", "output": "\\\\boxed{1}"}\n{"question": oops}\n')
     assert_one_line_error(
         run_cli("generate", "--dataset", str(f), "--out", str(tmp_path / "o.jsonl")),
         "bad.jsonl:2",

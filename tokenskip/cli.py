@@ -19,6 +19,8 @@ COMMANDS: dict[str, Any] = {
     "generate": "tokenskip.inference.generate:generate",
     "filter": "tokenskip.data.filter:filter_records",
     "eval": "tokenskip.eval.evaluate:evaluate",
+    "bench": "tokenskip.eval.bench:bench",
+    "report": "tokenskip.eval.report:report",
 }
 
 
@@ -31,7 +33,7 @@ def _load(target: Any) -> Any:
 
 
 # verbs that take leading positional values: `tokenskip eval a.jsonl b.jsonl --out m.json`
-POSITIONAL: dict[str, str] = {"eval": "files"}
+POSITIONAL: dict[str, str] = {"eval": "files", "report": "dirs"}
 
 
 def normalize_args(args: list[str]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from tokenskip.data.jsonl import read_jsonl, write_jsonl_atomic
+from tokenskip.data.jsonl import write_jsonl_atomic
 from tokenskip.errors import UserError
 
 
@@ -29,7 +29,7 @@ def filter_records(
     """Keep generated records that are correct and whose CoT has at most N tokens.
 
     Args:
-        input: JSONL from `tokenskip generate`.
+        input: JSONL from `tokenskip generate` (records without a 'correct' field are graded first).
         out: filtered JSONL (written atomically).
         max_cot_tokens: drop records whose cot_tokens exceed this (none: no length limit).
         require_correct: drop records graded incorrect.
@@ -37,12 +37,11 @@ def filter_records(
     """
     if max_cot_tokens is not None and max_cot_tokens < 1:
         raise UserError(f"--max_cot_tokens must be >= 1, got {max_cot_tokens}")
-    total = 0
-    kept: list[dict[str, Any]] = []
-    for _, row in read_jsonl(input, on_error=on_error):
-        total += 1
-        if keep_record(row, max_cot_tokens, require_correct):
-            kept.append(row)
+    from tokenskip.eval.evaluate import load_results  # grades records that carry no 'correct' yet
+
+    rows = load_results(input, on_error=on_error)
+    total = len(rows)
+    kept = [row for row in rows if keep_record(row, max_cot_tokens, require_correct)]
     n = write_jsonl_atomic(out, kept)
     print(f"tokenskip: kept {n} of {total} records -> {out}")
     return {"total": total, "kept": n}

@@ -51,3 +51,98 @@ def markdown_table(named: dict[str, dict[str, Any]]) -> str:
             f"{_fmt(m['mean_output_tokens'])} | {_fmt(m['mean_latency_s'])} | {_fmt(m['truncated_share'], pct=True)} |"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Benchmark metrics (TokenSkip paper: accuracy, CoT tokens, ActRatio, latency)
+
+
+def act_ratio(mean_cot_tokens: float | None, original_mean_cot_tokens: float | None) -> float | None:
+    """ActRatio = mean CoT tokens at γ / mean CoT tokens of the original model (TokenSkip, Table 1)."""
+    if mean_cot_tokens is None or not original_mean_cot_tokens:
+        return None
+    return mean_cot_tokens / original_mean_cot_tokens
+
+
+def throughput(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Generated tokens per second over the batched run: sum(output_tokens) / sum(latency_s).
+
+    Each record's ``latency_s`` is its batch's wall time divided by the batch size, so the sum of
+    latencies is the run's total generation time.
+    """
+    toks = [
+        float(r["output_tokens"]) for r in rows if r.get("output_tokens") is not None and r.get("latency_s")
+    ]
+    time_s = sum(
+        float(r["latency_s"]) for r in rows if r.get("output_tokens") is not None and r.get("latency_s")
+    )
+    return sum(toks) / time_s if time_s > 0 else None
+
+
+def budget_adherence(rows: Sequence[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """(share of records whose output stayed within its token budget, mean budget) for TALE rows."""
+    with_budget = [r for r in rows if r.get("budget") is not None and r.get("output_tokens") is not None]
+    if not with_budget:
+        return None, None
+    within = _mean([float(int(r["output_tokens"]) <= int(r["budget"])) for r in with_budget])
+    return within, _mean([float(r["budget"]) for r in with_budget])
+
+
+def method_summary(
+    method: str,
+    rows: Sequence[dict[str, Any]],
+    original_mean_cot_tokens: float | None,
+    requested_ratio: float | None = None,
+    batch1_rows: Sequence[dict[str, Any]] = (),
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """One benchmark row. Latencies are labelled: batch 1 (paper) vs batched (TokenSkip's code)."""
+    base = summarize(rows)
+    within, mean_budget = budget_adherence(rows)
+    b1 = [float(r["latency_s"]) for r in batch1_rows if r.get("latency_s") is not None]
+    return {
+        "method": method,
+        "n": base["n"],
+        "accuracy": base["accuracy"],
+        "mean_cot_tokens": base["mean_cot_tokens"],
+        "requested_ratio": requested_ratio,
+        "act_ratio": act_ratio(base["mean_cot_tokens"], original_mean_cot_tokens),
+        "latency_batch1_s": _mean(b1),
+        "latency_batch1_n": len(b1),
+        "latency_batched_s": base["mean_latency_s"],
+        "batch_size": batch_size,
+        "throughput_tok_s": throughput(rows),
+        "truncated_share": base["truncated_share"],
+        "budget_within_share": within,
+        "mean_budget": mean_budget,
+    }
+
+
+BENCH_COLUMNS: list[tuple[str, str, str]] = [
+    # (key, header, format)
+    ("method", "method", "s"),
+    ("n", "n", "d"),
+    ("accuracy", "accuracy", "%"),
+    ("mean_cot_tokens", "CoT tokens", "f"),
+    ("requested_ratio", "γ requested", "f"),
+    ("act_ratio", "ActRatio", "f"),
+    ("latency_batch1_s", "latency s/sample (batch 1)", "f"),
+    ("latency_batched_s", "latency s/sample (batched)", "f"),
+    ("throughput_tok_s", "throughput tok/s (batched)", "f"),
+    ("budget_within_share", "within budget", "%"),
+]
+
+
+def bench_markdown(rows: Sequence[dict[str, Any]], label: str | None = None) -> str:
+    """Markdown table of method summaries (``label`` prefixes each method, e.g. the model)."""
+    header = "| " + " | ".join(h for _, h, _ in BENCH_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * len(BENCH_COLUMNS)]
+    for r in rows:
+        cells = []
+        for key, _, fmt in BENCH_COLUMNS:
+            v = r.get(key)
+            if key == "method" and label:
+                v = f"{label}: {v}"
+            cells.append(_fmt(v, pct=fmt == "%") if fmt != "s" else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""``tokenskip report DIR...``: tables and plots re-rendered from saved bench results (no model needed).
+
+Several run folders (e.g. two models) go into one table and one pair of figures, labelled per run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from tokenskip.data.jsonl import read_jsonl, write_json_atomic
+from tokenskip.errors import UserError
+from tokenskip.eval.methods import parse_methods
+from tokenskip.eval.metrics import BENCH_COLUMNS, bench_markdown, method_summary
+
+
+def load_run(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A bench folder's run.json and one summary row per method (methods with no records are skipped)."""
+    meta_path = root / "run.json"
+    if not meta_path.exists():
+        raise UserError(f"{root}: not a bench folder (no run.json)")
+    meta = json.loads(meta_path.read_text())
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        p = root / "records" / name
+        if not p.exists() or p.stat().st_size == 0:
+            return []
+        return [r for _, r in read_jsonl(p, on_error="skip")]
+
+    original = rows("original.jsonl")
+    orig_summary = method_summary("original", original, None)
+    summaries = []
+    for method in parse_methods(meta["methods"]):
+        recs = rows(f"{method.name}.jsonl")
+        if not recs:
+            continue
+        summaries.append(
+            method_summary(
+                method.name,
+                recs,
+                orig_summary["mean_cot_tokens"],
+                method.ratio,
+                rows(f"{method.name}.b1.jsonl"),
+                meta.get("batch_size"),
+            )
+        )
+    return meta, summaries
+
+
+def _label(meta: dict[str, Any], root: Path, several: bool) -> str | None:
+    if not several:
+        return None
+    return f"{Path(str(meta.get('model'))).name}{'+adapter' if meta.get('adapter') else ''} ({root.name})"
+
+
+def render(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
+    """Write results.md/.csv/.json and both PNGs for ``dirs`` into ``out``; return all summary rows."""
+    several = len(dirs) > 1
+    runs = []
+    for d in dirs:
+        meta, rows = load_run(Path(d))
+        runs.append((_label(meta, Path(d), several), meta, rows))
+    out.mkdir(parents=True, exist_ok=True)
+    md = []
+    for label, meta, rows in runs:
+        md.append(
+            f"**{label or meta.get('model')}** on {meta.get('dataset')} ({rows[0]['n'] if rows else 0} questions, "
+            f"max {meta.get('max_new_tokens')} new tokens, batched run at batch size {meta.get('batch_size')}, "
+            f"batch-1 latency on the first {meta.get('latency_samples')} questions)\n"
+        )
+        md.append(bench_markdown(rows, None))
+        md.append("")
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    all_rows = [{"run": label or meta.get("model"), **r} for label, meta, rows in runs for r in rows]
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(
+            f, fieldnames=["run", *[k for k, _, _ in BENCH_COLUMNS[1:]], "method"], extrasaction="ignore"
+        )
+        writer.writeheader()
+        writer.writerows(all_rows)
+    write_json_atomic(
+        out / "results.json", {"runs": [{"label": lb, "meta": m, "methods": r} for lb, m, r in runs]}
+    )
+    _plots(runs, out)
+    return all_rows
+
+
+def _plots(runs: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, meta, rows in runs:
+        pts = [
+            (r["mean_cot_tokens"], 100 * r["accuracy"], r["method"])
+            for r in rows
+            if r["mean_cot_tokens"] is not None
+        ]
+        if not pts:
+            continue
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label or str(meta.get("model")))
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("mean CoT tokens (answer part excluded)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs CoT tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_tokens.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="achieved = requested")
+    for label, _meta, rows in runs:
+        for kind, marker in (("tokenskip", "o"), ("truncation", "s"), ("lc-prompt", "^")):
+            pts = [
+                (r["requested_ratio"], r["act_ratio"])
+                for r in rows
+                if r["method"].startswith(kind + "@") and r["act_ratio"] is not None
+            ]
+            if pts:
+                pts.sort()
+                name = f"{label}: {kind}" if label else kind
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=name)
+    ax.set_xlabel("requested ratio γ")
+    ax.set_ylabel("achieved ActRatio (CoT tokens / original)")
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(0, max(1.2, ax.get_ylim()[1]))
+    ax.set_title("Ratio adherence")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "ratio_adherence.png", dpi=120)
+    plt.close(fig)
+
+
+def report(dirs: list[str], out: str | None = None) -> list[dict[str, Any]]:
+    """Re-render tables (markdown, CSV, JSON) and plots from one or more `tokenskip bench` folders.
+
+    Args:
+        dirs: bench output folders; several are put in one table and one pair of figures.
+        out: where to write (default: the first folder).
+    """
+    if not dirs:
+        raise UserError("give at least one bench folder")
+    return render([Path(d) for d in dirs], Path(out) if out else Path(dirs[0]))
