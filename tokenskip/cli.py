@@ -19,8 +19,21 @@ COMMANDS: dict[str, Any] = {
     "generate": "tokenskip.inference.generate:generate",
     "filter": "tokenskip.data.filter:filter_records",
     "eval": "tokenskip.eval.evaluate:evaluate",
+    "compress": "tokenskip.compressors.compress:compress",
     "bench": "tokenskip.eval.bench:bench",
     "report": "tokenskip.eval.report:report",
+    "infer": "tokenskip.inference.infer:infer",
+    "serve": "tokenskip.inference.server:serve",
+    "build-sft": "tokenskip.training.sft:build_sft",
+    "train": "tokenskip.training.train:train",
+    "merge": "tokenskip.training.merge:merge",
+    "tale": {
+        "estimate": "tokenskip.inference.tale:estimate",
+        "run": "tokenskip.inference.tale:run",
+        "search": "tokenskip.inference.tale:search",
+        "train-sft": "tokenskip.training.tale_pt:train_sft",
+        "train-dpo": "tokenskip.training.tale_pt:train_dpo",
+    },
 }
 
 

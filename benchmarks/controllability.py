@@ -1,0 +1,174 @@
+"""Controllability benchmark: does the trained model shorten its CoT when asked for a smaller γ?
+
+Pipeline (embedded model, CPU; every stage resumes when re-run with the same --work folder):
+
+1. the first ``--n_train`` GSM8K train problems (reference CoTs, calculator annotations ``<<...>>`` removed);
+2. ``tokenskip compress`` with the offline ``selfinfo`` scorer at the training ratios;
+3. ``tokenskip build-sft`` (TokenSkip's mixture, default preset: γ wrapped in the model's EOS token);
+4. ``tokenskip train`` (LoRA);
+5. greedy generation on ``--n_test`` held-out GSM8K test problems at each γ in ``--eval_ratios``.
+
+Prints, per γ: mean CoT tokens (target tokenizer, the text before "The final answer is:"), the achieved
+ratio (mean CoT tokens / mean CoT tokens at γ = 1.0), how many hit ``--max_new_tokens``, and accuracy.
+
+    python benchmarks/controllability.py                      # defaults: ~25-30 min on 2 idle CPU cores (est.)
+    python benchmarks/controllability.py --n_train 40 --n_test 8 --epochs 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tokenskip.data.datasets import load_records  # noqa: E402
+from tokenskip.data.jsonl import ResumableJsonlWriter, read_jsonl, write_json_atomic, write_jsonl_atomic  # noqa: E402
+from tokenskip.data.prompts import format_prompt, format_ratio, split_cot  # noqa: E402
+from tokenskip.eval.grading import grade  # noqa: E402
+
+CALC = re.compile(r"<<[^>]*>>")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train_file", default=str(REPO.parent / "shared/data/gsm8k/train.jsonl"))
+    ap.add_argument("--test_file", default=str(REPO.parent / "shared/data/gsm8k/test.jsonl"))
+    ap.add_argument(
+        "--work", default="/tmp/tokenskip_controllability", help="folder for every stage's output"
+    )
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--n_train", type=int, default=96, help="GSM8K train problems for the SFT mixture")
+    ap.add_argument("--n_test", type=int, default=24, help="held-out GSM8K test problems generated per γ")
+    ap.add_argument("--train_ratios", default="0.9,0.7,0.5", help="ratios compressed for training")
+    ap.add_argument("--eval_ratios", default="1.0,0.9,0.7,0.5")
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--learning_rate", type=float, default=1e-3)
+    ap.add_argument("--lora_rank", type=int, default=8)
+    ap.add_argument("--lora_alpha", type=int, default=16)
+    ap.add_argument("--batch_size", type=int, default=4)
+    ap.add_argument("--cutoff", type=int, default=384)
+    ap.add_argument("--max_new_tokens", type=int, default=192)
+    ap.add_argument("--gen_batch_size", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=42)
+    return ap.parse_args(argv)
+
+
+def stage(name: str, t0: float) -> None:
+    print(f"[{time.time() - t0:7.1f}s] {name}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    t0 = time.time()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    # stages resume from --work: refuse to mix outputs of different settings
+    keys = ("train_file", "model", "n_train", "train_ratios", "epochs", "learning_rate", "lora_rank",
+            "lora_alpha", "batch_size", "cutoff", "seed")  # fmt: skip
+    settings = {k: getattr(args, k) for k in keys}
+    if (work / "bench_settings.json").exists():
+        old = json.loads((work / "bench_settings.json").read_text())
+        if old != settings:
+            sys.exit(f"controllability: {work} holds a run with other settings {old}; use another --work")
+    write_json_atomic(work / "bench_settings.json", settings)
+    try:
+        from tokenskip.compressors.compress import compress
+    except ImportError as e:  # the offline scorer ships with tokenskip.compressors
+        sys.exit(f"controllability: tokenskip.compressors is not available ({e}); cannot compress CoTs")
+    from tokenskip.inference import make_generator
+    from tokenskip.inference.base import SamplingConfig
+    from tokenskip.training.sft import build_sft
+    from tokenskip.training.train import ADAPTER_INFO, train
+
+    # 1. training problems: reference CoTs without the calculator annotations
+    train_rows = work / "train_problems.jsonl"
+    if not train_rows.exists():
+        rows = []
+        for _, row in read_jsonl(args.train_file):
+            rows.append({"id": f"train-{len(rows)}", "question": row["question"],
+                         "cot": CALC.sub("", row["cot"]), "answer": row["answer"]})  # fmt: skip
+            if len(rows) >= args.n_train:
+                break
+        write_jsonl_atomic(train_rows, rows)
+    stage(f"{args.n_train} training problems", t0)
+
+    # 2. compress with the offline selfinfo scorer (target tokenizer = the model's)
+    compress(input=str(train_rows), out=str(work / "compressed"), ratios=args.train_ratios, scorer="selfinfo",
+             model=args.model, progress=False)  # fmt: skip
+    summary = json.loads((work / "compressed" / "summary.json").read_text())
+    stage("compressed (selfinfo)", t0)
+
+    # 3. TokenSkip's mixture
+    info = build_sft(
+        str(train_rows), str(work / "compressed"), str(work / "sft"), model=args.model, seed=args.seed
+    )
+    stage(f"SFT mixture {info['per_ratio']}", t0)
+
+    # 4. LoRA
+    adapter = work / "adapter"
+    if not (adapter / ADAPTER_INFO).exists():
+        train(str(work / "sft"), str(adapter), model=args.model, epochs=args.epochs,
+              learning_rate=args.learning_rate, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+              batch_size=args.batch_size, grad_accum=1, cutoff=args.cutoff, eval_size=0, save_steps=25,
+              logging_steps=5, seed=args.seed, progress="none")  # fmt: skip
+    meta = json.loads((adapter / ADAPTER_INFO).read_text())
+    stage(f"trained {meta['global_step']} steps, final loss {meta['train_loss']}", t0)
+
+    # 5. generate on held-out questions at each γ
+    records, _ = load_records(args.test_file, limit=args.n_test)
+    gen = make_generator("hf", model=args.model, adapter=str(adapter), batch_size=args.gen_batch_size)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    ratios = [float(r) for r in args.eval_ratios.split(",")]
+    results = {}
+    for ratio in ratios:
+        path = work / f"gen_{format_ratio(ratio)}.jsonl"
+        with ResumableJsonlWriter(path) as w:
+            todo = [r for r in records if r.id not in w.done]
+            for start in range(0, len(todo), args.gen_batch_size):
+                batch = todo[start : start + args.gen_batch_size]
+                prompts = [format_prompt(gen.tokenizer, r.question, ratio, "default") for r in batch]
+                for rec, g in zip(batch, gen.generate(prompts, sampling), strict=True):
+                    cot = split_cot(g.text)
+                    pred, ok = grade(g.text, rec.answer, rec.task)
+                    w.write({"id": rec.id, "ratio": ratio, "output": g.text, "cot_tokens": gen.count_tokens(cot),
+                             "output_tokens": g.num_tokens, "finish_reason": g.finish_reason,
+                             "prediction": pred, "correct": ok})  # fmt: skip
+        rows = [row for _, row in read_jsonl(path) if row["id"] in {r.id for r in records}]
+        results[ratio] = {
+            "n": len(rows),
+            "mean_cot_tokens": sum(r["cot_tokens"] for r in rows) / len(rows),
+            "hit_max_new_tokens": sum(r["finish_reason"] == "length" for r in rows),
+            "accuracy": sum(bool(r["correct"]) for r in rows) / len(rows),
+        }
+        stage(f"generated γ={format_ratio(ratio)}: {results[ratio]['mean_cot_tokens']:.1f} CoT tokens", t0)
+
+    full = results.get(1.0, {}).get("mean_cot_tokens")
+    print()
+    print(f"| γ | mean CoT tokens | achieved ratio | hit max_new_tokens ({args.max_new_tokens}) | accuracy |")
+    print("|---|---|---|---|---|")
+    for ratio, r in results.items():
+        r["achieved_ratio"] = r["mean_cot_tokens"] / full if full else None
+        achieved = f"{r['achieved_ratio']:.2f}" if full else "-"
+        print(f"| {format_ratio(ratio)} | {r['mean_cot_tokens']:.1f} | {achieved} | "
+              f"{r['hit_max_new_tokens']}/{r['n']} | {r['accuracy']:.1%} |")  # fmt: skip
+    means = [results[r]["mean_cot_tokens"] for r in sorted(results, reverse=True)]
+    monotone = all(a > b for a, b in zip(means, means[1:], strict=False))
+    print(f"\nmean CoT tokens strictly decreasing from γ=1.0 to γ=0.5: {monotone}")
+    data_ratios = {k: v.get("mean_achieved_ratio") for k, v in summary.get("ratios", {}).items()}
+    print(f"training targets (selfinfo): mean achieved ratio per γ {data_ratios}")
+    print(f"wall time: {time.time() - t0:.0f}s")
+    report = {"args": vars(args), "train_data_achieved_ratio": data_ratios, "results": {format_ratio(k): v for k, v in results.items()},
+              "strictly_decreasing": monotone, "train_steps": meta["global_step"], "train_loss": meta["train_loss"],
+              "sft_per_ratio": info["per_ratio"], "wall_s": round(time.time() - t0, 1)}  # fmt: skip
+    write_json_atomic(work / "report.json", report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Model-backed scorers on offline random checkpoints of LLMLingua-2's architecture (built in tmp dirs)."""
+
+import numpy as np
+import pytest
+
+from tokenskip.compressors.compress import assign_costs, count_tokens
+from tokenskip.compressors.prune import prune, prune_calibrated
+from tokenskip.compressors.testing import build_causal_lm, build_token_classifier, synthetic_cots
+
+pytestmark = pytest.mark.slow
+
+RATIOS = [0.9, 0.8, 0.7, 0.6, 0.5]
+EDGE = [
+    "",
+    "小明有3个苹果，又买了5个，一共有8个苹果。",
+    "Step 1: Step 2: : : x\n\nStep 3: 45 + 3 = 48.",
+    " ".join(["The total is 5 + 7 = 12."] * 120),  # > 512 tokens: chunked, never truncated
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models on a shared 2-core machine: two threads mostly wait for each other (10x slower here)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return {
+        "xlmr": build_token_classifier(root, "small"),
+        "bert": build_token_classifier(root, "small", family="bert"),
+        "lm": build_causal_lm(root),
+    }
+
+
+@pytest.mark.parametrize(
+    "family,kwargs,n",
+    [
+        ("xlmr", {}, 30),
+        ("xlmr", {"force_tokens": ["Step", ":"], "keep_digits": True, "drop_consecutive": True}, 30),
+        ("xlmr", {"force_tokens": ["<<", "Step", ">>"], "drop_consecutive": True}, 6),  # multi-token force
+        ("bert", {"force_tokens": ["Step", ":"], "keep_digits": True, "drop_consecutive": True}, 10),
+    ],
+)
+def test_compat_mode_equals_llmlingua_word_for_word(ckpts, family, kwargs, n):
+    from tokenskip.compressors.llmlingua2 import LLMLingua2Scorer, LLMLinguaReference
+
+    texts = synthetic_cots(n, seed=n) + EDGE
+    ours = LLMLingua2Scorer(str(ckpts[family]), mode="compat", device="cpu", max_batch_tokens=4096, **kwargs)
+    ref = LLMLinguaReference(str(ckpts[family]), device="cpu", **kwargs)
+    scored = ours.score(texts)
+    mismatches = [
+        (r, t)
+        for r in [*RATIOS, 1.0]
+        for t, s in zip(texts, scored, strict=True)
+        if prune(s, r) != ref.compress(t, r)
+    ]
+    assert mismatches == []
+
+
+def test_exact_mode_hits_the_ratio_in_target_tokens(ckpts, embedded_tokenizer):
+    from tokenskip.compressors.llmlingua2 import LLMLingua2Scorer
+
+    target = embedded_tokenizer  # the default target model's tokenizer
+    texts = synthetic_cots(80, seed=7)
+    scorer = LLMLingua2Scorer(str(ckpts["xlmr"]), device="cpu")
+    scored = scorer.score(texts)
+    assign_costs(target, scored)
+    out = prune_calibrated(scored, RATIOS, lambda ts: count_tokens(target, ts))
+    original = np.array(count_tokens(target, texts), dtype=float)
+    for j, r in enumerate(RATIOS):
+        achieved = np.array(count_tokens(target, [o[j] for o in out])) / original
+        assert abs(achieved - r).mean() <= 0.02, (r, achieved.mean())
+    # newlines survive, and the model saw its own special tokens
+    assert any("\n" in o[-1] for o in out)
+    assert scorer.cls_id == scorer.tokenizer.cls_token_id
+
+
+def test_exact_mode_long_and_non_latin_cots(ckpts):
+    from tokenskip.compressors.llmlingua2 import LLMLingua2Scorer
+
+    scorer = LLMLingua2Scorer(str(ckpts["xlmr"]), device="cpu", force_tokens=["Step", ":"], keep_digits=True)
+    empty, cjk, steps, long = scorer.score(EDGE)
+    assert len(empty) == 0 and prune(empty, 0.5) == ""
+    assert len(cjk) >= 15  # scripts without spaces are split per character, not one giant word
+    assert prune(steps, 0.5).count("Step") == 3 and "45" in prune(steps, 0.5)  # forced tokens and digits
+    assert long.ends[-1] == len(EDGE[3])  # the whole long CoT is scored (several windows), not truncated
+    assert len(prune(long, 0.5)) < len(EDGE[3])
+
+
+def test_selfinfo_scorer_on_tiny_causal_lm(ckpts):
+    from tokenskip.compressors.selfinfo import SelfInfoScorer
+
+    scorer = SelfInfoScorer(str(ckpts["lm"]), device="cpu", window=16)
+    texts = synthetic_cots(3) + ["", "短文本"]
+    scored = scorer.score(texts)
+    assert [len(s) > 0 for s in scored] == [True, True, True, False, True]
+    assert all((s.scores > 0).all() for s in scored if len(s))  # every word got some surprisal
+    # windowing (16 tokens) gives the same surprisal as one pass except at window seams
+    wide = SelfInfoScorer(str(ckpts["lm"]), device="cpu", window=1024).score(texts[:1])[0]
+    assert np.corrcoef(wide.scores, scored[0].scores)[0, 1] > 0.5
+    assert len(prune(scored[0], 0.5)) < len(texts[0])

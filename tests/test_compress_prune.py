@@ -1,0 +1,139 @@
+"""Pure pruning logic of tokenskip.compressors (no model, milliseconds)."""
+
+import numpy as np
+import pytest
+
+from tokenskip.compressors.baselines import RandomScorer, TruncationScorer
+from tokenskip.compressors.compress import parse_ratios, parse_shard
+from tokenskip.compressors.prune import (
+    CompatChunk,
+    CompatScored,
+    ScoredText,
+    costs_from_offsets,
+    prune,
+    prune_calibrated,
+    prune_compat_chunk,
+    regex_words,
+    select_words,
+)
+from tokenskip.errors import UserError
+
+TEXT = "Tom has 3 apples.\n\nThen he eats 2.\nSo 1 is left."
+
+
+def scored(text, scores=None, costs=None):
+    starts, ends = regex_words(text)
+    s = np.arange(len(starts))[::-1].astype(float) if scores is None else np.asarray(scores, dtype=float)
+    return ScoredText(text, starts, ends, s, costs=None if costs is None else np.asarray(costs))
+
+
+def test_regex_words_split_punctuation_keep_numbers_and_cjk_chars():
+    text = "It costs $2.50, i.e. 1,000 don't. 小明有3个"
+    starts, ends = regex_words(text)
+    words = [text[a:b] for a, b in zip(starts, ends, strict=True)]
+    assert words == [
+        "It",
+        "costs",
+        "$",
+        "2.50",
+        ",",
+        "i.e",
+        ".",
+        "1,000",
+        "don't",
+        ".",
+        "小",
+        "明",
+        "有",
+        "3",
+        "个",
+    ]
+
+
+def test_select_words_picks_the_budget_closest_to_ratio_and_keeps_forced_words():
+    scores = np.array([0.9, 0.1, 0.5, np.inf, 0.3])
+    costs = np.array([2, 2, 2, 2, 2])
+    keep = select_words(scores, costs, 0.4)  # 4 of 10 tokens: the forced word + the best other
+    assert keep.tolist() == [True, False, False, True, False]
+    keep = select_words(scores, costs, 0.01)  # forced word always kept, even over budget
+    assert keep.tolist() == [False, False, False, True, False]
+    assert select_words(np.array([0.2, 0.1]), np.array([5, 5]), 0.01).sum() == 1  # never empty
+
+
+def test_prune_keeps_line_structure_and_prefix_for_truncation():
+    s = scored(TEXT)  # earlier words score higher: truncation
+    assert prune(s, 1.0) == TEXT
+    assert prune(s, 0.7) == "Tom has 3 apples.\n\nThen he eats 2."
+    assert prune(s, 0.3) == "Tom has 3 apples"
+    rnd = scored(TEXT, scores=np.random.default_rng(1).random(15))
+    out = prune(rnd, 0.5)
+    assert out.count("\n") >= 1 and len(out) < len(TEXT)
+
+
+def test_ratio_is_share_of_costs():
+    text = "alpha beta gamma delta"
+    s = scored(text, scores=[4, 3, 2, 1], costs=[1, 1, 1, 7])  # "delta" is 7 target tokens
+    assert prune(s, 0.3) == "alpha beta gamma"  # 3 of 10 tokens
+    assert prune(s, 0.7) == text  # 10 tokens is closer to 7 than 3 is
+
+
+def test_drop_consecutive_collapses_repeated_force_words():
+    text = "Step : : : go"
+    starts, ends = regex_words(text)
+    s = ScoredText(
+        text,
+        starts,
+        ends,
+        np.array([np.inf, np.inf, np.inf, np.inf, 1.0]),
+        force_keys=np.array([0, 1, 1, 1, -1]),
+        drop_consecutive=True,
+    )
+    assert prune(s, 1.0) == "Step : go"
+
+
+def test_calibrated_pruning_uses_real_token_counts():
+    s = scored("aa bb cc dd ee ff gg hh ii jj")
+    count = lambda texts: [len(t.replace(" ", "")) for t in texts]  # noqa: E731  2 "tokens" per word
+    out = prune_calibrated([s, scored("")], [0.5, 0.9], count)
+    assert out[0] == ["aa bb cc dd ee", "aa bb cc dd ee ff gg hh ii"]
+    assert out[1] == ["", ""]
+
+
+def test_costs_from_offsets_assign_gap_tokens_to_next_word():
+    starts, ends = np.array([0, 4]), np.array([3, 7])  # "one two"
+    assert costs_from_offsets(starts, ends, np.array([0, 2, 3, 4, 6])).tolist() == [2, 3]
+
+
+def test_compat_chunk_threshold_follows_llmlingua_percentile():
+    words = np.array(["▁a", "▁b", "▁c", "▁d"], dtype=object)
+    probs = np.array([0.2, 0.9, 0.5, 0.7], dtype=np.float32)
+    chunk = CompatChunk("a b c d", words, probs, np.zeros(4, bool), np.array([1, 1, 1, 1]), np.zeros(4, bool))
+    thr = np.percentile(probs, int(100 * 0.5 + 1))
+    assert prune_compat_chunk(chunk, 0.5, False) == [w for w, p in zip(words, probs, strict=True) if p > thr]
+    cs = CompatScored([chunk], detokenize=lambda ws: "".join(ws).replace("▁", " ").strip())
+    assert prune(cs, 1.0) == "a b c d"
+    assert prune(cs, 0.5) == "b d"
+
+
+def test_baseline_scorers():
+    r1, r2 = RandomScorer(seed=3).score([TEXT, TEXT])
+    assert np.array_equal(r1.scores, r2.scores)  # reproducible per text
+    assert not np.array_equal(r1.scores, RandomScorer(seed=4).score([TEXT])[0].scores)
+    (t,) = TruncationScorer().score([TEXT])
+    assert prune(t, 0.5).startswith("Tom has 3 apples")
+    (e,) = TruncationScorer().score([""])
+    assert prune(e, 0.5) == ""
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5", "-0.1", "abc", ""])
+def test_bad_ratios_are_user_errors(bad):
+    with pytest.raises(UserError):
+        parse_ratios(bad)
+
+
+def test_parse_ratios_and_shard():
+    assert parse_ratios("0.9, 0.8,0.9") == [0.9, 0.8]
+    assert parse_shard("1/4") == (1, 4) and parse_shard(None) == (0, 1)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(UserError):
+            parse_shard(bad)

@@ -1,0 +1,218 @@
+"""Fast tests of the inference layer: vLLM argument mapping, infer's input handling and resumable output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tokenskip.errors import UserError
+from tokenskip.inference import BACKENDS, make_generator
+from tokenskip.inference.base import Generation, Generator, SamplingConfig
+from tokenskip.inference.infer import check_resume, load_questions, question_from_row, run_infer
+from tokenskip.inference.vllm_backend import (
+    CPU_ENV_DEFAULTS,
+    adapter_rank,
+    apply_cpu_env_defaults,
+    max_lora_rank_for,
+    sampling_kwargs,
+    vllm_dtype,
+)
+
+# ------------------------------------------------------------------------------------ vllm mapping
+
+
+def test_backends_registered():
+    assert BACKENDS == ("hf", "vllm")
+    with pytest.raises(UserError, match="unknown backend"):
+        make_generator("onnx")
+
+
+def test_adapter_rank_and_vllm_max_lora_rank(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "rank_pattern": {"q_proj": 24}}))
+    assert adapter_rank(str(tmp_path)) == 24
+    assert [max_lora_rank_for(r) for r in (1, 2, 8, 9, 24, 64, 300)] == [1, 8, 8, 16, 32, 64, 320]
+    with pytest.raises(UserError, match="larger than vLLM supports"):
+        max_lora_rank_for(1024)
+    with pytest.raises(UserError, match="no adapter_config.json"):
+        adapter_rank(str(tmp_path / "missing"))
+    (tmp_path / "adapter_config.json").write_text("{broken")
+    with pytest.raises(UserError, match="not valid JSON"):
+        adapter_rank(str(tmp_path))
+
+
+def test_sampling_kwargs_greedy_and_sampled():
+    greedy = sampling_kwargs(SamplingConfig(max_new_tokens=7, stop=("\n\n",)))
+    assert greedy == {"max_tokens": 7, "skip_special_tokens": True, "temperature": 0.0, "stop": ["\n\n"]}
+    sampled = sampling_kwargs(SamplingConfig(max_new_tokens=5, temperature=0.7, top_p=0.9, seed=3))
+    assert sampled["temperature"] == 0.7 and sampled["top_p"] == 0.9 and sampled["seed"] == 3
+    assert "stop" not in sampled
+
+
+def test_vllm_dtype():
+    assert vllm_dtype("auto", "cpu") == "float32"
+    assert vllm_dtype("bf16", "cpu") == "bfloat16"
+    assert vllm_dtype("float16", "cuda") == "float16"
+    with pytest.raises(UserError, match="unknown --dtype"):
+        vllm_dtype("int3", "cpu")
+
+
+def test_cpu_env_defaults_do_not_override(monkeypatch):
+    for key in CPU_ENV_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
+    apply_cpu_env_defaults()
+    import os
+
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert os.environ["VLLM_HOST_IP"] == "127.0.0.1"
+
+
+# ---------------------------------------------------------------------------------------- inputs
+
+
+def test_question_from_row_variants():
+    rec, has = question_from_row({"question": "Q?", "answer": "Steps\n#### 1,200"}, "f-0")
+    assert has and rec.answer == "1200" and rec.id == "f-0"
+    rec, has = question_from_row({"id": 7, "question": " Only a question "}, "f-1")
+    assert not has and rec.id == "7" and rec.question == "Only a question"
+    rec, has = question_from_row({"problem": "Solve x", "solution": "so \\boxed{3}"}, "f-2")
+    assert has and rec.answer == "3" and rec.task == "math"
+    rec, has = question_from_row({"prompt": "Renamed?"}, "f-3", {"question": "prompt"})
+    assert rec.question == "Renamed?" and not has
+    with pytest.raises(ValueError, match="no question"):
+        question_from_row({"answer": "5"}, "f-4")
+    with pytest.raises(ValueError, match="missing"):
+        question_from_row({"q": "x"}, "f-5", {"question": "prompt"})
+
+
+def test_load_questions_jsonl_txt_and_errors(tmp_path):
+    txt = tmp_path / "qs.txt"
+    txt.write_text("First?\n\nSecond?\n")
+    qs, _ = load_questions(str(txt))
+    assert [(r.id, r.question) for r, _ in qs] == [("qs-0", "First?"), ("qs-2", "Second?")]
+    jl = tmp_path / "in.jsonl"
+    jl.write_text('{"question": "A?", "answer": "1"}\nnot json\n{"question": "B?"}\n')
+    with pytest.raises(UserError, match=r"in.jsonl:2: malformed JSONL"):
+        load_questions(str(jl))
+    qs, stats = load_questions(str(jl), on_error="skip")
+    assert (
+        [r.question for r, _ in qs] == ["A?", "B?"]
+        and [h for _, h in qs] == [True, False]
+        and len(stats) == 1
+    )
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "x", "question": "A?"}\n{"id": "x", "question": "B?"}\n')
+    with pytest.raises(UserError, match="duplicate id 'x'"):
+        load_questions(str(dup))
+    with pytest.raises(UserError, match="file not found"):
+        load_questions(str(tmp_path / "nope.jsonl"))
+    (tmp_path / "e.jsonl").write_text("")
+    with pytest.raises(UserError, match="empty"):
+        load_questions(str(tmp_path / "e.jsonl"))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(UserError, match="unsupported input type"):
+        load_questions(str(tmp_path / "x.csv"))
+    with pytest.raises(UserError, match="--limit"):
+        load_questions(str(txt), limit=0)
+
+
+# ------------------------------------------------------------------------------------ run_infer
+
+
+class StubTokenizer:
+    eos_token = "</s>"
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+
+class EchoGenerator(Generator):
+    name = "echo"
+
+    def __init__(self, fail_after: int | None = None):
+        self.tokenizer = StubTokenizer()
+        self.prompts: list[str] = []
+        self.fail_after = fail_after
+
+    def generate(self, prompts, config):
+        if self.fail_after is not None and len(self.prompts) >= self.fail_after:
+            raise KeyboardInterrupt
+        self.prompts += prompts
+        text = "two plus three\n\nThe final answer is: $\\boxed{5}$"
+        return [Generation(text, 9, "stop", 0.1, len(prompts)) for _ in prompts]
+
+
+SETTINGS = {"model": "m", "adapter": None, "ratio": 0.5, "preset": "default", "backend": "echo"}
+
+
+def _questions():
+    from tokenskip.data.datasets import Record
+
+    return [(Record(f"q{i}", f"Question {i}?", "5" if i % 2 == 0 else ""), i % 2 == 0) for i in range(5)]
+
+
+def test_run_infer_records_grading_and_ratio_prompt(tmp_path):
+    out = tmp_path / "o.jsonl"
+    gen = EchoGenerator()
+    rows, counts = run_infer(
+        gen, _questions(), out, SamplingConfig(max_new_tokens=4), SETTINGS, 2, progress=False
+    )
+    assert counts == {"total": 5, "skipped": 0, "generated": 5}
+    assert all(p.endswith("</s>0.5</s>\n\n") for p in gen.prompts)  # γ in the prompt, EOS delimiter
+    saved = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in saved] == [f"q{i}" for i in range(5)]
+    assert saved[0]["correct"] is True and saved[0]["answer"] == "5"
+    assert saved[1]["correct"] is None and saved[1]["answer"] is None and saved[1]["prediction"] == "5"
+    assert saved[0]["cot"] == "two plus three" and saved[0]["cot_tokens"] == 3
+    assert all(r["ratio"] == 0.5 and r["backend"] == "echo" and r["output_tokens"] == 9 for r in saved)
+
+
+def test_run_infer_resumes_after_interrupt_without_duplicates(tmp_path):
+    out = tmp_path / "o.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_infer(
+            EchoGenerator(fail_after=2), _questions(), out, SamplingConfig(), SETTINGS, 2, progress=False
+        )
+    with out.open("a") as f:
+        f.write('{"id": "q2", "outp')  # killed mid-write
+    gen = EchoGenerator()
+    _, counts = run_infer(gen, _questions(), out, SamplingConfig(), SETTINGS, 2, progress=False)
+    assert counts["skipped"] == 2 and counts["generated"] == 3 and len(gen.prompts) == 3
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == [f"q{i}" for i in range(5)]
+
+
+def test_check_resume_refuses_other_settings(tmp_path):
+    out = tmp_path / "o.jsonl"
+    run_infer(EchoGenerator(), _questions()[:1], out, SamplingConfig(), SETTINGS, 1, progress=False)
+    check_resume(out, SETTINGS)
+    with pytest.raises(UserError, match="ratio=0.5"):
+        check_resume(out, {**SETTINGS, "ratio": 0.7})
+    with pytest.raises(UserError, match="adapter"):
+        check_resume(out, {**SETTINGS, "adapter": "other"})
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["infer", "--question", "x", "--input", "f.jsonl"], "exactly one of"),
+        (["infer"], "exactly one of"),
+        (["infer", "--question", "x", "--ratio", "1.5"], "(0, 1]"),
+        (["infer", "--question", "x", "--ratio", "0"], "(0, 1]"),
+        (["infer", "--input", "f.jsonl"], "--out is required"),
+        (["infer", "--input", "missing.jsonl", "--out", "o.jsonl"], "file not found"),
+        (["infer", "--question", "  "], "--question is empty"),
+        (["infer", "--question", "x", "--max_new_tokens", "0"], "max_new_tokens"),
+        (["infer", "--question", "x", "--preset", "nope"], "unknown prompt preset"),
+    ],
+)
+def test_infer_cli_user_errors(argv, message, capsys, tmp_path, monkeypatch):
+    from tokenskip.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tokenskip: error:") and message in err[0]

@@ -1,0 +1,128 @@
+"""LoRA training on the embedded model (CPU): loss goes down, the adapter reloads with identical logits,
+merge matches base + adapter, and a killed ``tokenskip train`` resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_training import PROBLEMS, write_fixture
+
+from tokenskip.data.prompts import format_prompt
+from tokenskip.training.sft import build_sft
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sft")
+    original, comp = write_fixture(root / "in")
+    build_sft(str(original), str(comp), str(root / "sft"), model="smollm2-135m", seed=0)
+    return root / "sft"
+
+
+@pytest.fixture(scope="module")
+def tiny_sft_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sft2")
+    original, comp = write_fixture(root / "in", ratios=(0.5,), problems=PROBLEMS[:2])
+    build_sft(str(original), str(comp), str(root / "sft"), model="smollm2-135m", seed=1)
+    return root / "sft"
+
+
+def _logits(model, tok, text: str):
+    import torch
+
+    enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        return model(**enc).logits
+
+
+def test_lora_run_lowers_loss_and_adapter_reloads_identically(tiny_sft_dir, tmp_path):
+    import torch
+
+    from tokenskip.inference.hf import load_adapter
+    from tokenskip.models import load_model
+    from tokenskip.training.merge import merge
+    from tokenskip.training.train import train
+
+    out = tmp_path / "adapter"
+    result = train(
+        str(tiny_sft_dir), str(out), max_steps=4, batch_size=2, grad_accum=1, learning_rate=3e-3, scheduler="constant",
+        warmup=0, eval_size=0, logging_steps=1, save_steps=100, progress="none",
+    )  # fmt: skip
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 4
+    assert losses[-1] < 0.7 * losses[0], losses  # the same 2 examples every step: memorised
+    assert result.global_step == 4
+
+    # the saved adapter: safetensors + card + metadata
+    assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
+    meta = json.loads((out / "tokenskip_adapter.json").read_text())
+    assert meta["base_model"] == "smollm2-135m" and meta["preset"]["delimiter"] == "<|im_end|>"
+    assert meta["ratios"] == [1.0, 0.5]
+    card = (out / "README.md").read_text()
+    assert "smollm2-135m" in card and "<|im_end|>" in card and "1.0, 0.5" in card
+
+    base, tok = load_model("smollm2-135m")
+    prompt = format_prompt(tok, "Tom has 3 apples and buys 2 more. How many apples?", 0.5) + "3 + 2"
+    base_logits = _logits(base, tok, prompt)
+    trained_logits = _logits(result.model, tok, prompt)
+    reloaded = load_adapter(base, str(out))
+    reloaded_logits = _logits(reloaded, tok, prompt)
+    assert torch.equal(trained_logits, reloaded_logits)
+    assert not torch.allclose(base_logits, reloaded_logits, atol=1e-3)
+
+    merged_dir = tmp_path / "merged"
+    merge(str(out), str(merged_dir))
+    merged, _ = load_model(str(merged_dir))
+    merged_logits = _logits(merged, tok, prompt)  # same function, other fp32 summation order
+    assert (merged_logits - reloaded_logits).abs().max() < 1e-3 * reloaded_logits.abs().max()
+    assert torch.equal(merged_logits.argmax(-1), reloaded_logits.argmax(-1))
+    assert (merged_dir / "tokenskip_adapter.json").exists()
+
+
+def test_killed_train_resumes_from_last_checkpoint(sft_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "tokenskip.cli", "train", "--data", str(sft_dir), "--out", str(out),
+        "--max_steps", "4", "--save_steps", "2", "--batch_size", "1", "--grad_accum", "1", "--eval_size", "0",
+        "--logging_steps", "1", "--learning_rate", "1e-3", "--progress", "none", "--keep_checkpoints", "true",
+        "--save_total_limit", "5",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    ckpt_state = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not ckpt_state.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    time.sleep(0.2)  # let the Trainer finish writing the checkpoint's last file
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "tokenskip_adapter.json").exists(), "run finished before it could be killed"
+    done = json.loads(ckpt_state.read_text())["global_step"]
+    before = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.endswith("}")]
+    before = [r for r in before if r["step"] <= done]
+
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming from" in rerun.stdout and "checkpoint-" in rerun.stdout
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log if "loss" in r]
+    assert steps == [1, 2, 3, 4]  # nothing lost, nothing repeated
+    assert log[: len(before)] == before  # the steps before the kill were not trained again
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert (out / "tokenskip_adapter.json").exists()

@@ -1,0 +1,13 @@
+"""Token-importance scorers and pruning: compress CoTs to ratios γ from one scoring pass.
+
+* :class:`Scorer` -- a batch of texts in, scored words out (``llmlingua2``, ``selfinfo``, ``random``,
+  ``truncation``); :func:`make_scorer` builds one by name.
+* :func:`prune` -- the pure function ``(scored words, γ) -> compressed text``.
+* ``tokenskip compress`` (:func:`tokenskip.compressors.compress.compress`) -- the dataset workflow.
+"""
+
+from tokenskip.compressors.base import Scorer
+from tokenskip.compressors.compress import SCORERS, make_scorer
+from tokenskip.compressors.prune import CompatScored, ScoredText, prune, prune_calibrated
+
+__all__ = ["SCORERS", "CompatScored", "Scorer", "ScoredText", "make_scorer", "prune", "prune_calibrated"]

@@ -1,0 +1,351 @@
+"""Scored words and pruning: the pure part of compression (no model, no device, no I/O).
+
+A scorer turns a text into *words* (the units that are kept or dropped) with an importance score each.
+Pruning is then a pure function ``(scored words, γ) -> compressed text``, so every ratio of a record comes
+from one scoring pass.
+
+Two kinds of scored text exist:
+
+* :class:`ScoredText` (``exact`` mode and the ``selfinfo`` / ``random`` / ``truncation`` scorers): words are
+  character spans of the original text. :func:`prune_exact` keeps the highest-scoring words under **one
+  threshold per text**, chosen so that the kept words' share of *target-model* tokens (``costs``) is as close
+  to γ as the words allow. Newlines of the original text are kept, so the compressed CoT keeps its lines.
+* :class:`CompatScored` (``compat`` mode): the exact state ``llmlingua.PromptCompressor.compress_prompt``
+  works on -- chunks of words with probabilities and GPT-3.5 (tiktoken cl100k) token counts. :func:`prune_compat`
+  repeats its per-chunk percentile threshold, ``drop_consecutive`` and detokenisation word for word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Scripts written without spaces: every character is its own word.
+_CJK = (
+    "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0e7f\uff00-\uffef\u3000-\u303f"
+)
+WORD_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+(?:[.,'’][^\W{_CJK}]+)*|[^\w\s]")
+"""Word segmentation of the tokenizer-independent scorers: runs of letters/digits (``2.5``, ``1,000`` and
+``don't`` stay whole), each punctuation mark, and each character of scripts written without spaces."""
+
+
+@dataclass
+class ScoredText:
+    """Words of one text as character spans, with scores.
+
+    Attributes:
+        text: the original text.
+        starts: character offset where each word starts (int64, increasing).
+        ends: character offset where each word ends (exclusive).
+        scores: importance of each word (higher = keep first); ``+inf`` = always kept.
+        force_keys: for ``drop_consecutive``: index of the force token a word equals, else -1.
+        drop_consecutive: collapse runs of the same force token in the output (``Step Step`` -> ``Step``).
+        costs: target-model tokens of each word (set by :func:`assign_costs`); ``None`` counts 1 per word.
+    """
+
+    text: str
+    starts: np.ndarray
+    ends: np.ndarray
+    scores: np.ndarray
+    force_keys: np.ndarray | None = None
+    drop_consecutive: bool = False
+    costs: np.ndarray | None = None
+    _gap_nl: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def words(self) -> list[str]:
+        return [self.text[s:e] for s, e in zip(self.starts.tolist(), self.ends.tolist(), strict=True)]
+
+
+@dataclass
+class CompatChunk:
+    """One chunk of ``llmlingua``'s LLMLingua-2 path after its model pass and token-to-word merge.
+
+    Attributes:
+        text: the chunk's text (what llmlingua returns for γ = 1).
+        words: the merged words as llmlingua builds them (XLM-R words keep their leading ``▁``).
+        probs: word probabilities (float32 values; 1.0 for forced words and digits).
+        python_float: words whose probability llmlingua holds as a Python float (every token forced); an
+            array holding one is float64 in ``np.percentile``, else float32 -- this changes the threshold.
+        oai_tokens: tiktoken cl100k tokens of each word (llmlingua's percentile weights).
+        is_force: words that are in ``force_tokens`` (as strings, ``▁`` included).
+    """
+
+    text: str
+    words: np.ndarray
+    probs: np.ndarray
+    python_float: np.ndarray
+    oai_tokens: np.ndarray
+    is_force: np.ndarray
+
+
+@dataclass
+class CompatScored:
+    """All chunks of one text plus what llmlingua needs to turn kept words back into a string."""
+
+    chunks: list[CompatChunk]
+    detokenize: Callable[[list[str]], str]
+    drop_consecutive: bool = False
+    text: str = ""
+    costs: np.ndarray | None = field(default=None, repr=False)  # unused; keeps the interface uniform
+
+
+Scored = ScoredText | CompatScored
+
+
+def check_ratio_value(ratio: float) -> float:
+    from tokenskip.data.prompts import check_ratio
+
+    return check_ratio(ratio)
+
+
+def prune(scored: Scored, ratio: float) -> str:
+    """Compress one scored text to ratio γ (share of tokens kept, in (0, 1])."""
+    ratio = check_ratio_value(ratio)
+    if isinstance(scored, CompatScored):
+        return prune_compat(scored, ratio)
+    return prune_exact(scored, ratio)
+
+
+# --------------------------------------------------------------------------------------------- exact
+
+
+def select_words(scores: np.ndarray, costs: np.ndarray, ratio: float) -> np.ndarray:
+    """Boolean keep-mask: the best words (by score, then position) whose cost share is closest to γ.
+
+    Words scored ``+inf`` are always kept; at least one word is kept from a non-empty text.
+    """
+    n = len(scores)
+    keep = np.zeros(n, dtype=bool)
+    if n == 0:
+        return keep
+    order = np.lexsort((np.arange(n), -scores))
+    cum = np.cumsum(costs[order], dtype=np.float64)
+    total = cum[-1]
+    if total <= 0:
+        keep[:] = True
+        return keep
+    target = ratio * total
+    k = int(np.argmin(np.abs(cum - target))) + 1  # first k reaching the smallest |kept - target|
+    k = max(k, int(np.isposinf(scores).sum()), 1)
+    keep[order[:k]] = True
+    return keep
+
+
+def _collapse_consecutive(keep: np.ndarray, force_keys: np.ndarray) -> np.ndarray:
+    """Drop a kept force word that repeats the kept word before it (llmlingua's ``drop_consecutive``)."""
+    idx = np.flatnonzero(keep)
+    if len(idx) < 2:
+        return keep
+    keys = force_keys[idx]
+    dup = np.zeros(len(idx), dtype=bool)
+    dup[1:] = (keys[1:] >= 0) & (keys[1:] == keys[:-1])
+    out = keep.copy()
+    out[idx[dup]] = False
+    return out
+
+
+def gap_newlines(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Line breaks in the gap before each word (before word 0: from the start of the text), plus a 0."""
+    if "\n" not in text:
+        return np.zeros(len(starts) + 1, dtype=np.int64)
+    is_nl = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32) == 10
+    nl_prefix = np.concatenate([[0], np.cumsum(is_nl)])
+    prev_end = np.minimum(np.concatenate([[0], ends[:-1]]), starts)
+    return np.append(nl_prefix[starts] - nl_prefix[prev_end], 0)
+
+
+def join_words(
+    text: str, starts: np.ndarray, ends: np.ndarray, keep: np.ndarray, gap_nl: np.ndarray | None = None
+) -> str:
+    """Rebuild text from the kept word spans.
+
+    Between two kept words goes the original whitespace before the second one; where dropped words in
+    between contained line breaks, the largest line break (``\\n`` or ``\\n\\n`` ...) is kept instead, so
+    the compressed CoT keeps its line structure.
+    """
+    kept = np.flatnonzero(keep)
+    if len(kept) == 0:
+        return ""
+    if gap_nl is None:
+        gap_nl = gap_newlines(text, starts, ends)
+    s = starts.tolist()
+    e = ends.tolist()
+    k = kept.tolist()
+    parts = [text[s[k[0]] : e[k[0]]]]
+    if gap_nl.any():
+        # for kept word j >= 1: the largest line break among gaps of words kept[j-1]+1 .. kept[j]
+        region_nl = np.maximum.reduceat(gap_nl, kept + 1)[:-1].tolist()  # ranges [kept[j-1]+1, kept[j]+1)
+        for nl, i in zip(region_nl, k[1:], strict=True):
+            gap = text[e[i - 1] : s[i]]
+            if nl and gap.count("\n") < nl:
+                gap = "\n" * nl
+            parts.append(gap)
+            parts.append(text[s[i] : e[i]])
+    else:
+        for i in k[1:]:
+            parts.append(text[e[i - 1] : s[i]])
+            parts.append(text[s[i] : e[i]])
+    return "".join(parts)
+
+
+def _candidate_keeps(scored: ScoredText, ratio: float, spread: int) -> list[np.ndarray]:
+    """Keep-masks for the budget-optimal word count k and its neighbours k-spread .. k+spread."""
+    n = len(scored)
+    costs = scored.costs if scored.costs is not None else np.ones(n, dtype=np.int64)
+    scores = np.asarray(scored.scores, dtype=np.float64)
+    if ratio >= 1.0:
+        return [np.ones(n, dtype=bool)]
+    base = select_words(scores, costs, ratio)
+    k0 = int(base.sum())
+    k_min = max(int(np.isposinf(scores).sum()), 1)
+    order = np.lexsort((np.arange(n), -scores))
+    keeps = []
+    for k in range(max(k_min, k0 - spread), min(n, k0 + spread) + 1):
+        keep = np.zeros(n, dtype=bool)
+        keep[order[:k]] = True
+        keeps.append(keep)
+    return keeps or [base]
+
+
+def prune_exact(scored: ScoredText, ratio: float) -> str:
+    """Keep the words whose target-token share is closest to γ under one threshold; see :func:`select_words`."""
+    if len(scored) == 0:
+        return ""
+    return _render(scored, _candidate_keeps(scored, ratio, 0)[0])
+
+
+def _render(scored: ScoredText, keep: np.ndarray) -> str:
+    if scored.drop_consecutive and scored.force_keys is not None:
+        keep = _collapse_consecutive(keep, scored.force_keys)
+    if scored._gap_nl is None:
+        scored._gap_nl = gap_newlines(scored.text, scored.starts, scored.ends)
+    return join_words(scored.text, scored.starts, scored.ends, keep, scored._gap_nl)
+
+
+def prune_calibrated(
+    scored: list[ScoredText],
+    ratios: list[float],
+    count_tokens: Callable[[list[str]], list[int]],
+    spread: int = 3,
+) -> list[list[str]]:
+    """:func:`prune_exact` for many texts and ratios, measured with the target tokenizer.
+
+    Joining kept words can tokenise differently from the words alone (``48/2`` + ``=`` ...), so for each
+    text and γ the candidates ``k-spread .. k+spread`` around the cost-optimal word count ``k`` are rendered,
+    counted with ``count_tokens`` in one batch, and the one whose real token count is closest to
+    ``γ x original tokens`` wins (ties: more words). Deterministic given ``count_tokens``.
+    """
+    texts: list[str] = []
+    slots: list[tuple[int, int, int, int]] = []  # (text, ratio, first candidate, number of candidates)
+    for i, s in enumerate(scored):
+        for j, r in enumerate(ratios):
+            if len(s) == 0:
+                slots.append((i, j, len(texts), 1))
+                texts.append("")
+                continue
+            cands = [_render(s, keep) for keep in _candidate_keeps(s, r, spread)]
+            slots.append((i, j, len(texts), len(cands)))
+            texts.extend(cands)
+    counts = np.asarray(count_tokens(texts), dtype=np.float64) if texts else np.zeros(0)
+    originals = (
+        np.asarray(count_tokens([s.text for s in scored]), dtype=np.float64) if scored else np.zeros(0)
+    )
+    out = [[""] * len(ratios) for _ in scored]
+    for i, j, first, m in slots:
+        err = np.abs(counts[first : first + m] - ratios[j] * originals[i])
+        best = m - 1 - int(np.argmin(err[::-1]))  # closest; on ties the later (more words) candidate
+        out[i][j] = texts[first + best]
+    return out
+
+
+# -------------------------------------------------------------------------------------------- compat
+
+
+def _percentile(values: np.ndarray, python_float: np.ndarray, q: int) -> float:
+    # np.percentile over llmlingua's Python list: float64 if any element is a Python float, else float32
+    dtype = np.float64 if python_float.any() else np.float32
+    return float(np.percentile(values.astype(dtype), q))
+
+
+def prune_compat_chunk(chunk: CompatChunk, reduce_rate: float, drop_consecutive: bool) -> list[str]:
+    """Kept words of one chunk, as ``PromptCompressor.__compress`` selects them."""
+    probs = chunk.probs.astype(np.float64)
+    pyf = chunk.python_float
+    if len(probs) == 0:
+        return []
+    if drop_consecutive:
+        threshold = _percentile(probs, pyf, int(100 * reduce_rate))
+        force_pos = np.flatnonzero(chunk.is_force)
+        if len(force_pos) > 1:
+            exceed = (~chunk.is_force) & (probs > threshold)
+            cum = np.cumsum(exceed)
+            between = cum[force_pos[1:]] - cum[force_pos[:-1]] > 0
+            same = chunk.words[force_pos[1:]] == chunk.words[force_pos[:-1]]
+            drop = force_pos[1:][~between & same]
+            if len(drop):
+                probs = probs.copy()
+                probs[drop] = 0.0
+                pyf = pyf.copy()
+                pyf[drop] = True
+    counts = chunk.oai_tokens
+    token_probs = np.repeat(probs, counts)
+    if len(token_probs) == 0:
+        return []
+    threshold = _percentile(token_probs, np.repeat(pyf, counts), int(100 * reduce_rate + 1))
+    keep = (probs > threshold) | ((threshold == 1.0) & (probs == threshold))
+    if drop_consecutive:
+        idx = np.flatnonzero(keep)
+        if len(idx) > 1:
+            words = chunk.words[idx]
+            dup = np.zeros(len(idx), dtype=bool)
+            dup[1:] = chunk.is_force[idx[1:]] & (words[1:] == words[:-1])
+            keep[idx[dup]] = False
+    return chunk.words[keep].tolist()
+
+
+def prune_compat(scored: CompatScored, ratio: float) -> str:
+    """``compress_prompt(text, rate=γ, ...)["compressed_prompt"]``, reproduced from the scored chunks."""
+    reduce_rate = max(0, 1 - ratio)
+    if reduce_rate <= 0:
+        return "".join(c.text for c in scored.chunks)
+    out = []
+    for chunk in scored.chunks:
+        words = prune_compat_chunk(chunk, reduce_rate, scored.drop_consecutive)
+        out.append(scored.detokenize(words))
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def regex_words(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Character spans of :data:`WORD_RE` words."""
+    spans = [m.span() for m in WORD_RE.finditer(text)]
+    if not spans:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    arr = np.asarray(spans, dtype=np.int64)
+    return arr[:, 0].copy(), arr[:, 1].copy()
+
+
+def token_word_index(word_starts: np.ndarray, word_ends: np.ndarray, tok_starts: np.ndarray) -> np.ndarray:
+    """For each token (by its start offset), the word containing it or, for a token in a gap, the next
+    word (clipped to the last word). ``-1`` for every token when there are no words."""
+    if len(word_starts) == 0:
+        return np.full(len(tok_starts), -1, dtype=np.int64)
+    idx = np.searchsorted(word_ends, tok_starts, side="right")
+    return np.minimum(idx, len(word_starts) - 1)
+
+
+def costs_from_offsets(word_starts: np.ndarray, word_ends: np.ndarray, tok_starts: np.ndarray) -> np.ndarray:
+    """Target-model tokens per word: each token counts for the word it starts in (or the next word)."""
+    n = len(word_starts)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.bincount(token_word_index(word_starts, word_ends, tok_starts), minlength=n).astype(np.int64)

