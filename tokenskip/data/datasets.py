@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenskip.data.jsonl import BadLineStats, OnError, check_input_file, read_jsonl
 from tokenskip.errors import UserError
+
+T = TypeVar("T")
 
 SAMPLE_FILE = Path(__file__).parent / "samples" / "grade_school.jsonl"
 
@@ -166,6 +169,42 @@ def _hub_rows(name: str, config: str | None, split: str):
         yield i + 1, row
 
 
+def collect_rows(
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    where: str,
+    convert: Callable[[int, dict[str, Any]], T],
+    key: Callable[[T], str],
+    on_error: OnError,
+    stats: BadLineStats,
+    limit: int | None = None,
+) -> list[T]:
+    """Convert ``(lineno, row)`` pairs, rejecting rows ``convert`` raises ValueError on and duplicate ids.
+
+    A rejected row raises a UserError naming ``where`` and its line, or (``on_error="skip"``) is counted in
+    ``stats``. Stops after ``limit`` items; an empty result is a UserError.
+    """
+    items: list[T] = []
+    seen: set[str] = set()
+    for lineno, row in rows:
+        try:
+            item = convert(lineno, row)
+            if key(item) in seen:
+                raise ValueError(f"duplicate id '{key(item)}'")
+        except ValueError as e:
+            msg = f"{where}:{lineno}: malformed row ({e})"
+            if on_error == "raise":
+                raise UserError(msg) from None
+            stats.add(msg)
+            continue
+        seen.add(key(item))
+        items.append(item)
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise UserError(f"{where}: no usable rows" + (f" ({len(stats)} malformed)" if len(stats) else ""))
+    return items
+
+
 def load_records(
     dataset: str,
     split: str = "test",
@@ -207,23 +246,13 @@ def load_records(
     else:
         raise UserError(f"unknown dataset '{name}': use one of {', '.join(NAMED)}, a file path, or a hub id")
 
-    records: list[Record] = []
-    seen: set[str] = set()
-    for lineno, row in rows:
-        try:
-            rec = row_to_record(row, f"{prefix}-{lineno - 1}", column_map, task)
-            if rec.id in seen:
-                raise ValueError(f"duplicate id '{rec.id}'")
-        except ValueError as e:
-            msg = f"{where}:{lineno}: malformed row ({e})"
-            if on_error == "raise":
-                raise UserError(msg) from None
-            stats.add(msg)
-            continue
-        seen.add(rec.id)
-        records.append(rec)
-        if limit is not None and len(records) >= limit:
-            break
-    if not records:
-        raise UserError(f"{where}: no usable rows" + (f" ({len(stats)} malformed)" if len(stats) else ""))
+    records = collect_rows(
+        rows,
+        where,
+        lambda lineno, row: row_to_record(row, f"{prefix}-{lineno - 1}", column_map, task),
+        lambda rec: rec.id,
+        on_error,
+        stats,
+        limit,
+    )
     return records, stats

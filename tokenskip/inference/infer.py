@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from tokenskip.data.datasets import Record, row_to_record
+from tokenskip.data.datasets import Record, collect_rows, row_to_record
 from tokenskip.data.jsonl import BadLineStats, ResumableJsonlWriter, check_input_file, read_jsonl
 from tokenskip.data.prompts import check_ratio, format_prompt, get_preset
 from tokenskip.errors import UserError
@@ -71,25 +71,15 @@ def load_questions(
         rows = read_jsonl(p, on_error=on_error, stats=stats)
     else:
         raise UserError(f"{p}: unsupported input type '{p.suffix}' (use .jsonl or .txt, or --question)")
-    out: list[tuple[Record, bool]] = []
-    seen: set[str] = set()
-    for lineno, row in rows:
-        try:
-            rec, has_answer = question_from_row(row, f"{p.stem}-{lineno - 1}", column_map)
-            if rec.id in seen:
-                raise ValueError(f"duplicate id '{rec.id}'")
-        except ValueError as e:
-            msg = f"{p}:{lineno}: malformed row ({e})"
-            if on_error == "raise":
-                raise UserError(msg) from None
-            stats.add(msg)
-            continue
-        seen.add(rec.id)
-        out.append((rec, has_answer))
-        if limit is not None and len(out) >= limit:
-            break
-    if not out:
-        raise UserError(f"{p}: no usable rows" + (f" ({len(stats)} malformed)" if len(stats) else ""))
+    out = collect_rows(
+        rows,
+        str(p),
+        lambda lineno, row: question_from_row(row, f"{p.stem}-{lineno - 1}", column_map),
+        lambda item: item[0].id,
+        on_error,
+        stats,
+        limit,
+    )
     return out, stats
 
 
