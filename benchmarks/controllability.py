@@ -4,20 +4,24 @@ Pipeline (embedded model, CPU; every stage resumes when re-run with the same --w
 
 1. the first ``--n_train`` GSM8K train problems (reference CoTs, calculator annotations ``<<...>>`` removed);
 2. ``tokenskip compress`` with the offline ``selfinfo`` scorer at the training ratios;
-3. ``tokenskip build-sft`` (TokenSkip's mixture, default preset: γ wrapped in the model's EOS token);
-4. ``tokenskip train`` (LoRA);
-5. greedy generation on ``--n_test`` held-out GSM8K test problems at each γ in ``--eval_ratios``.
+3. ``tokenskip build-sft`` (default preset: γ wrapped in the model's EOS token); by default with
+   ``--every_ratio 1``: every problem at every ratio, a denser mixture than TokenSkip's one drawn γ per
+   problem (``--every_ratio 0``), to give the small model a direct contrast within the CPU budget;
+4. ``tokenskip train`` (LoRA, rank 8, all linear layers);
+5. greedy generation on ``--n_test`` held-out GSM8K test problems at each γ in ``--eval_ratios``
+   (vLLM when installed, all prompts of a γ in one call; else transformers with the adapter merged).
 
 Prints, per γ: mean CoT tokens (target tokenizer, the text before "The final answer is:"), the achieved
 ratio (mean CoT tokens / mean CoT tokens at γ = 1.0), how many hit ``--max_new_tokens``, and accuracy.
 
-    python benchmarks/controllability.py                      # defaults: ~25-30 min on 2 idle CPU cores (est.)
-    python benchmarks/controllability.py --n_train 40 --n_test 8 --epochs 1   # smoke run
+    python benchmarks/controllability.py          # defaults: ~27 min on 2 idle CPU cores (80 LoRA steps ~18 min)
+    python benchmarks/controllability.py --n_train 8 --n_test 4 --work /tmp/ctl-smoke   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -43,18 +47,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work", default="/tmp/tokenskip_controllability", help="folder for every stage's output"
     )
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--n_train", type=int, default=96, help="GSM8K train problems for the SFT mixture")
-    ap.add_argument("--n_test", type=int, default=24, help="held-out GSM8K test problems generated per γ")
+    ap.add_argument("--n_train", type=int, default=80, help="GSM8K train problems for the SFT mixture")
+    ap.add_argument("--n_test", type=int, default=48, help="held-out GSM8K test problems generated per γ")
     ap.add_argument("--train_ratios", default="0.9,0.7,0.5", help="ratios compressed for training")
     ap.add_argument("--eval_ratios", default="1.0,0.9,0.7,0.5")
-    ap.add_argument("--epochs", type=float, default=2.0)
-    ap.add_argument("--learning_rate", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--learning_rate", type=float, default=3e-3)
     ap.add_argument("--lora_rank", type=int, default=8)
     ap.add_argument("--lora_alpha", type=int, default=16)
     ap.add_argument("--batch_size", type=int, default=4)
     ap.add_argument("--cutoff", type=int, default=384)
     ap.add_argument("--max_new_tokens", type=int, default=192)
-    ap.add_argument("--gen_batch_size", type=int, default=8)
+    ap.add_argument(
+        "--every_ratio",
+        type=int,
+        default=1,
+        help="1: each training problem at every ratio (denser mixture); 0: TokenSkip's one drawn γ",
+    )
+    ap.add_argument(
+        "--gen_batch_size",
+        type=int,
+        default=None,
+        help="prompts per generate call (default: 8 for hf, all --n_test for vllm)",
+    )
+    ap.add_argument(
+        "--backend",
+        default="vllm" if importlib.util.find_spec("vllm") else "hf",
+        choices=("hf", "vllm"),
+        help="generation backend (hf merges the adapter into the weights: same outputs, faster)",
+    )
     ap.add_argument("--seed", type=int, default=42)
     return ap.parse_args(argv)
 
@@ -70,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     # stages resume from --work: refuse to mix outputs of different settings
     keys = ("train_file", "model", "n_train", "train_ratios", "epochs", "learning_rate", "lora_rank",
-            "lora_alpha", "batch_size", "cutoff", "seed")  # fmt: skip
+            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio")  # fmt: skip
     settings = {k: getattr(args, k) for k in keys}
     if (work / "bench_settings.json").exists():
         old = json.loads((work / "bench_settings.json").read_text())
@@ -104,10 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary = json.loads((work / "compressed" / "summary.json").read_text())
     stage("compressed (selfinfo)", t0)
 
-    # 3. TokenSkip's mixture
-    info = build_sft(
-        str(train_rows), str(work / "compressed"), str(work / "sft"), model=args.model, seed=args.seed
-    )
+    # 3. TokenSkip's mixture (by default every problem at every ratio: see --every_ratio)
+    info = build_sft(str(train_rows), str(work / "compressed"), str(work / "sft"), model=args.model, seed=args.seed,
+                     every_ratio=bool(args.every_ratio))  # fmt: skip
     stage(f"SFT mixture {info['per_ratio']}", t0)
 
     # 4. LoRA
@@ -122,7 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 5. generate on held-out questions at each γ
     records, _ = load_records(args.test_file, limit=args.n_test)
-    gen = make_generator("hf", model=args.model, adapter=str(adapter), batch_size=args.gen_batch_size)
+    extra = {"merge_adapter": True} if args.backend == "hf" else {"max_model_len": 1024}
+    gen_batch = args.gen_batch_size or (8 if args.backend == "hf" else len(records))
+    gen = make_generator(args.backend, model=args.model, adapter=str(adapter), batch_size=gen_batch, **extra)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
     ratios = [float(r) for r in args.eval_ratios.split(",")]
     results = {}
@@ -130,8 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
         path = work / f"gen_{format_ratio(ratio)}.jsonl"
         with ResumableJsonlWriter(path) as w:
             todo = [r for r in records if r.id not in w.done]
-            for start in range(0, len(todo), args.gen_batch_size):
-                batch = todo[start : start + args.gen_batch_size]
+            for start in range(0, len(todo), gen_batch):
+                batch = todo[start : start + gen_batch]
                 prompts = [format_prompt(gen.tokenizer, r.question, ratio, "default") for r in batch]
                 for rec, g in zip(batch, gen.generate(prompts, sampling), strict=True):
                     cot = split_cot(g.text)

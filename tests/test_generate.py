@@ -130,3 +130,19 @@ def test_batched_greedy_matches_batch_of_one(embedded_model_dir):
     single = [g.generate([p], cfg)[0] for p in prompts]
     assert [b.text for b in batched] == [s.text for s in single]
     assert all(0 < b.num_tokens <= 12 for b in batched)
+
+    # streaming: token-by-token pieces per prompt (batches of 2 + 1) that add up to the same texts
+    g.batch_size = 2
+    pieces: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    streamed = g.generate_stream(prompts, cfg, lambda i, text: pieces[i].append(text))
+    assert [s.text for s in streamed] == [b.text for b in batched]
+    assert ["".join(pieces[i]) for i in range(3)] == [b.text for b in batched]
+    assert all(len(pieces[i]) >= b.num_tokens // 2 for i, b in enumerate(batched)), pieces
+    # with a stop string: the stop string and what follows it are never streamed
+    stop = batched[1].text.split()[2]
+    cut = g.generate([prompts[1]], SamplingConfig(max_new_tokens=12, stop=(stop,)))[0]
+    got: list[str] = []
+    again = g.generate_stream(
+        [prompts[1]], SamplingConfig(max_new_tokens=12, stop=(stop,)), lambda i, t: got.append(t)
+    )
+    assert again[0].text == cut.text == "".join(got) and stop not in "".join(got)

@@ -56,6 +56,44 @@ def test_infer_file_ratios_adapter_and_resume(tmp_path, adapter, capsys):
     assert "ratio=0.5" in capsys.readouterr().err
 
 
+def test_infer_reads_the_preset_recorded_with_the_adapter(tmp_path, adapter, capsys):
+    """An adapter trained with a custom delimiter is prompted with it, without --preset flags."""
+    import shutil
+
+    custom = tmp_path / "custom"
+    shutil.copytree(adapter, custom)
+    preset = {"name": "default", "delimiter": "<|sep|>", "system": None, "answer_template": "\n\nA: {answer}",
+              "instruction": "Think."}  # fmt: skip
+    (custom / "tokenskip_adapter.json").write_text(
+        json.dumps({"base_model": "smollm2-135m", "preset": preset})
+    )
+    src = tmp_path / "q.txt"
+    src.write_text("What is 2 + 3?\n")
+    out = tmp_path / "out.jsonl"
+    common = [
+        "infer",
+        "--input",
+        str(src),
+        "--adapter",
+        str(custom),
+        "--ratio",
+        "0.5",
+        "--max_new_tokens",
+        "2",
+    ]
+    assert main([*common, "--out", str(out)]) == 0
+    prompt = _rows(out)[0]["prompt"]
+    assert "Think.\nWhat is 2 + 3?<|sep|>0.5<|sep|>" in prompt and "<|im_end|>0.5" not in prompt
+    # asking for another preset is allowed, with a warning that it differs from training
+    capsys.readouterr()
+    assert main([*common, "--preset", "tokenskip", "--out", str(tmp_path / "other.jsonl")]) == 0
+    assert "differs from the preset the model was trained with" in capsys.readouterr().out
+    assert "<|eot_id|>0.5<|eot_id|>" in _rows(tmp_path / "other.jsonl")[0]["prompt"]
+    (custom / "tokenskip_adapter.json").write_text("{not json")
+    assert main([*common, "--out", str(tmp_path / "bad.jsonl")]) == 2
+    assert "unreadable preset" in capsys.readouterr().err
+
+
 def test_infer_single_question_prints_answer(capsys):
     assert main(["infer", "--question", "What is 2 + 3?", "--ratio", "0.5", "--max_new_tokens", "5"]) == 0
     assert capsys.readouterr().out.strip()

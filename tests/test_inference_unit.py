@@ -216,3 +216,97 @@ def test_infer_cli_user_errors(argv, message, capsys, tmp_path, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tokenskip: error:") and message in err[0]
+
+
+# ------------------------------------------------------------------------------------- streaming
+
+
+def feed(deltas, texts):
+    return [deltas.update(t) for t in texts]
+
+
+def test_text_deltas_add_up_to_final_text():
+    from tokenskip.inference.base import TextDeltas
+
+    d = TextDeltas()
+    growing = ["Step", "Step 1", "Step 1:", "Step 1: 3 + 2", "Step 1: 3 + 2 = 5."]
+    parts = feed(d, growing)
+    assert parts == ["Step", " 1", ":", " 3 + 2", " = 5."]
+    assert d.finish(growing[-1]) == ""
+    # an unchanged or shorter text sends nothing
+    d = TextDeltas()
+    assert feed(d, ["ab", "ab", "a"]) == ["ab", "", ""]
+    assert d.finish("abc") == "c"
+
+
+def test_text_deltas_hold_back_partial_characters():
+    from tokenskip.inference.base import TextDeltas
+
+    d = TextDeltas()
+    assert d.update("5 \ufffd") == "5 "  # first byte of a multi-byte character: wait
+    assert d.update("5 €") == "€"
+    assert d.finish("5 €") == ""
+
+
+def test_text_deltas_never_send_a_stop_string():
+    from tokenskip.inference.base import TextDeltas
+
+    d = TextDeltas(stop=("\n\nThe final",))
+    assert d.update("so 5.\n") == "so 5."  # "\n" may start the stop string
+    assert d.update("so 5.\n\nThe") == ""
+    assert d.update("so 5.\n\nThe final answer") == ""  # stop string complete: everything after is cut
+    assert d.update("so 5.\n\nThe final answer is 5") == ""
+    assert d.sent == "so 5."
+    assert d.finish("so 5.") == ""
+    # a tail that turns out not to be the stop string is sent once it is clear
+    d = TextDeltas(stop=("###",))
+    assert feed(d, ["a #", "a #b"]) == ["a ", "#b"]
+
+
+def test_text_deltas_diverging_final_text_sends_nothing_more():
+    from tokenskip.inference.base import TextDeltas
+
+    d = TextDeltas()
+    assert d.update("hello wor") == "hello wor"
+    assert d.finish("hello, world") == ""  # the client already has a prefix that is not one: no garbage
+
+
+def test_default_generate_stream_sends_whole_texts():
+    class Echo(Generator):
+        tokenizer = None
+
+        def generate(self, prompts, config):
+            return [Generation(p.upper(), 1, "stop", 0.0) for p in prompts]
+
+    got: list = []
+    gens = Echo().generate_stream(["ab", "", "cd"], SamplingConfig(), lambda i, t: got.append((i, t)))
+    assert [g.text for g in gens] == ["AB", "", "CD"]
+    assert got == [(0, "AB"), (2, "CD")]
+
+
+def test_resolve_preset_reads_the_adapter_record(tmp_path, capsys):
+    from tokenskip.data.prompts import PRESETS
+    from tokenskip.inference import resolve_preset
+
+    assert resolve_preset(None) == PRESETS["default"]
+    assert resolve_preset("tokenskip", str(tmp_path)) == PRESETS["tokenskip"]  # folder without a record
+    fields = {
+        "name": "tokenskip",
+        "delimiter": "<d>",
+        "system": "S",
+        "instruction": "I",
+        "answer_template": "{answer}",
+    }
+    (tmp_path / "tokenskip_adapter.json").write_text(json.dumps({"preset": fields}))
+    trained = resolve_preset(None, str(tmp_path))
+    assert (trained.name, trained.delimiter, trained.system) == ("tokenskip", "<d>", "S")
+    assert resolve_preset("tokenskip", str(tmp_path)) == trained  # same name: the record's exact fields
+    assert resolve_preset(None, None, model=str(tmp_path)) == trained  # a merged model folder records it too
+    capsys.readouterr()
+    assert resolve_preset("default", str(tmp_path)) == PRESETS["default"]
+    assert "differs from the preset the model was trained with" in capsys.readouterr().out
+    with pytest.raises(UserError, match="unknown prompt preset"):
+        resolve_preset("nope", str(tmp_path))
+    (tmp_path / "tokenskip_adapter.json").write_text(json.dumps({"preset": {"delimiter": "x"}}))
+    with pytest.raises(UserError, match="unreadable preset"):
+        resolve_preset(None, str(tmp_path))

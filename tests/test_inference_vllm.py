@@ -115,6 +115,67 @@ def test_stop_strings_and_eos_accounting(engine, hf_lora):
     assert short.finish_reason == "length" and short.num_tokens == 3
 
 
+def test_streaming_is_token_by_token_and_matches_generate(engine, hf_lora):
+    prompts = [format_prompt(hf_lora.tokenizer, q, 0.5) for q in QUESTIONS]
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    streamed = engine.generate_stream(prompts, GREEDY, lambda i, text: pieces[i].append(text))
+    ref = hf_lora.generate(prompts, GREEDY)
+    assert [g.text for g in streamed] == [g.text for g in ref]
+    assert ["".join(pieces[i]) for i in (0, 1)] == [g.text for g in ref]
+    assert all(len(pieces[i]) >= g.num_tokens // 2 for i, g in enumerate(ref)), pieces
+    # stop strings are never streamed, and the engine is left clean for the next plain generate
+    cfg = SamplingConfig(max_new_tokens=24, stop=(" ",))
+    got: list[str] = []
+    cut = engine.generate_stream(prompts[:1], cfg, lambda i, text: got.append(text))[0]
+    assert cut.text == "".join(got) == engine.generate(prompts[:1], cfg)[0].text and " " not in cut.text
+    assert not engine.llm.llm_engine.has_unfinished_requests()
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory) -> str:
+    """A real `tokenskip train` adapter (all linear layers, rank 8): 4 steps on two compressed problems."""
+    from test_training import PROBLEMS, write_fixture
+
+    from tokenskip.training.sft import build_sft
+    from tokenskip.training.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    original, comp = write_fixture(root / "in", ratios=(0.5,), problems=PROBLEMS[:2])
+    build_sft(str(original), str(comp), str(root / "sft"), model="smollm2-135m", seed=1)
+    train(str(root / "sft"), str(root / "adapter"), max_steps=4, batch_size=2, grad_accum=1, learning_rate=3e-3,
+          scheduler="constant", warmup=0, eval_size=0, save_steps=100, progress="none")  # fmt: skip
+    return str(root / "adapter")
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_trained_adapter_same_answers_on_both_backends(engine, trained_adapter, ratio):
+    """infer's path (run_infer) with an adapter from `tokenskip train`: vLLM (LoRARequest) == hf + peft."""
+    from vllm.lora.request import LoRARequest
+
+    from tokenskip.data.datasets import Record
+    from tokenskip.inference import make_generator, resolve_preset
+    from tokenskip.inference.infer import run_infer
+
+    preset = resolve_preset(None, trained_adapter)
+    assert preset.delimiter == "<|im_end|>"  # read from the adapter's tokenskip_adapter.json
+    qs = [(Record(f"q{i}", q, "5"), True) for i, q in enumerate(QUESTIONS)]
+    settings = {"model": "smollm2-135m", "adapter": trained_adapter, "ratio": ratio, "preset": preset.name}
+    saved = engine.lora_request
+    engine.lora_request = LoRARequest("trained", 2, trained_adapter)
+    try:
+        ours, _ = run_infer(engine, qs, None, GREEDY, {**settings, "backend": "vllm"}, progress=False,
+                            prompt_preset=preset)  # fmt: skip
+    finally:
+        engine.lora_request = saved
+    hf = make_generator("hf", model="smollm2-135m", adapter=trained_adapter, batch_size=8)
+    ref, _ = run_infer(
+        hf, qs, None, GREEDY, {**settings, "backend": "hf"}, progress=False, prompt_preset=preset
+    )
+    assert [r["output"] for r in ours] == [r["output"] for r in ref]
+    assert [r["output_tokens"] for r in ours] == [r["output_tokens"] for r in ref]
+    assert all(("<|im_end|>0.5<|im_end|>" in r["prompt"]) == (ratio == 0.5) for r in ours)
+
+
 def test_infer_workflow_on_vllm_resumes(engine, tmp_path):
     from tokenskip.data.datasets import Record
     from tokenskip.inference.infer import run_infer

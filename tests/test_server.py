@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
 
 import pytest
+from live_server import live_server
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -317,6 +317,43 @@ def test_streaming_protocol(tok):
         assert chat(c, stream=True, compression_ratio=2).status_code == 400
 
 
+class WordStreamer(FakeGenerator):
+    """Streams each answer word by word, the way the hf and vllm backends stream tokens."""
+
+    def generate_stream(self, prompts, config, on_text):
+        gens = self.generate(prompts, config)
+        for i, g in enumerate(gens):
+            for k, word in enumerate(g.text.split(" ")):
+                on_text(i, word if k == 0 else " " + word)
+        return gens
+
+
+def test_streaming_sends_text_as_it_is_generated(tok):
+    gen = WordStreamer(tok)
+    with make_client(gen) as c:
+        full = chat(c).json()["choices"][0]["message"]["content"]
+        chunks = _sse(chat(c, stream=True).text)
+        pieces = [
+            ch["choices"][0]["delta"]["content"]
+            for ch in chunks[1:]
+            if "content" in ch["choices"][0]["delta"]
+        ]
+        assert len(pieces) == len(full.split(" ")) and "".join(pieces) == full
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "tokenskip" in chunks[-1]
+        # several prompts in one completions request: each choice's pieces carry its index
+        body = {"prompt": [Q, "What is 2 + 2?"], "stream": True, "max_tokens": 8}
+        chunks = _sse(c.post("/v1/completions", json=body).text)
+        by_index: dict[int, str] = {0: "", 1: ""}
+        for ch in chunks:
+            by_index[ch["choices"][0]["index"]] += ch["choices"][0]["text"]
+        done = [ch["choices"][0]["index"] for ch in chunks if ch["choices"][0]["finish_reason"]]
+        assert sorted(done) == [0, 1]
+        plain = c.post("/v1/completions", json={**body, "stream": False}).json()
+        assert [by_index[0], by_index[1]] == [ch["text"] for ch in plain["choices"]]
+    # streamed requests went through generate_stream, plain ones through generate: same prompts
+    assert gen.calls[0][0] == gen.calls[1][0]
+
+
 def test_build_chat_prompt_single_turn_is_format_prompt(tok):
     for ratio in (None, 1.0, 0.5):
         for preset in ("default", "tokenskip"):
@@ -335,26 +372,6 @@ def test_server_config_rejects_bad_limits():
         ServerConfig(preset="nope").check()
     with pytest.raises(UserError):
         ServerConfig(api_key="  ").check()
-
-
-@contextlib.contextmanager
-def live_server(app):
-    """Run ``app`` with uvicorn on 127.0.0.1 (free port) in a thread; yields the base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_openai_client_against_live_server(tok):

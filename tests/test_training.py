@@ -126,6 +126,17 @@ def test_build_mixture_restricts_ratios():
     assert {r["ratio"] for r in rows} == {1.0, 0.5}
 
 
+def test_build_mixture_every_ratio_writes_each_example_at_each_ratio():
+    exs = [Example("a", "Q", "1", "a b c d", {0.9: "a b c", 0.5: "a b"}), Example("b", "Q2", "2", "x y", {})]
+    preset = resolve_sft_preset("default", None, "<e>")
+    rows = build_mixture(exs, preset, every_ratio=True)
+    assert [(r["id"], r["ratio"]) for r in rows] == [("a", 1.0), ("a", 0.9), ("a", 0.5), ("b", 1.0)]
+    assert [r["output"].split("\n\n")[0] for r in rows] == ["a b c d", "a b c", "a b", "x y"]
+    assert rows[2]["input"] == "Q<e>0.5<e>" and rows[0]["input"] == "Q"
+    only = build_mixture(exs, preset, ratios=[0.5], every_ratio=True)
+    assert [(r["id"], r["ratio"]) for r in only] == [("a", 1.0), ("a", 0.5), ("b", 1.0)]
+
+
 # --- build-sft workflow -----------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from tokenskip.data.datasets import Record, load_records
 from tokenskip.data.jsonl import ResumableJsonlWriter, read_jsonl, write_json_atomic
-from tokenskip.data.prompts import format_prompt, get_preset
+from tokenskip.data.prompts import PromptPreset, format_prompt
 from tokenskip.errors import UserError
 from tokenskip.eval.methods import (
     DEFAULT_METHODS,
@@ -57,7 +57,7 @@ def run_method(
     records: list[Record],
     out: Path,
     model: str,
-    preset_name: str,
+    base_preset: PromptPreset,
     max_new_tokens: int,
     batch_size: int,
     original: dict[str, dict[str, Any]],
@@ -66,7 +66,7 @@ def run_method(
     """Generate ``method``'s answers for every record not yet in ``out`` (appending as they finish)."""
     from tqdm import tqdm
 
-    preset = method_preset(method, get_preset(preset_name))
+    preset = method_preset(method, base_preset)
     ratio = prompt_ratio(method)
     with ResumableJsonlWriter(out) as writer:
         todo = [r for r in records if r.id not in writer.done]
@@ -130,7 +130,7 @@ def bench(
     max_new_tokens: int = 512,
     batch_size: int = 8,
     latency_samples: int = 4,
-    preset: str = "default",
+    preset: str | None = None,
     tale_template: str = "tale",
     backend: Literal["hf", "vllm"] = "hf",
     dtype: str = "auto",
@@ -155,7 +155,8 @@ def bench(
         batch_size: prompts per generate call in the batched run (throughput and batched latency).
         latency_samples: the first N questions of each method are also run at batch size 1 to measure
             per-sample latency as the TokenSkip paper reports it (0 = skip).
-        preset: prompt preset (default or tokenskip); must match how the adapter was trained.
+        preset: prompt preset (default or tokenskip); must match how the adapter was trained. Default: the
+            preset the adapter's tokenskip_adapter.json records (else default).
         tale_template: TALE prompt template (tale, or tale-boxed for MATH).
         backend: hf (transformers) or vllm.
         dtype: auto, float32, bfloat16, float16.
@@ -167,10 +168,12 @@ def bench(
 
     if max_new_tokens < 1 or batch_size < 1 or latency_samples < 0:
         raise UserError("--max_new_tokens and --batch_size must be >= 1, --latency_samples >= 0")
-    get_preset(preset)
     plan = execution_order(parse_methods(methods))
     if adapter and not (Path(adapter) / "adapter_config.json").exists():
         raise UserError(f"--adapter {adapter}: not a peft adapter folder (no adapter_config.json)")
+    from tokenskip.inference import make_generator, resolve_preset
+
+    prompt_preset = resolve_preset(preset, adapter, model)
     records, _ = load_records(dataset, split=split, column_map=column_map, on_error=on_error, limit=limit)
     root = Path(out)
     (root / "records").mkdir(parents=True, exist_ok=True)
@@ -184,7 +187,7 @@ def bench(
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
         "latency_samples": latency_samples,
-        "preset": preset,
+        "preset": prompt_preset.name,
         "backend": backend,
     }
     previous = root / "run.json"
@@ -198,8 +201,6 @@ def bench(
                     f"{out} holds a run with {key}={old.get(key)!r}, not {meta[key]!r}: use another --out"
                 )
     write_json_atomic(previous, meta)
-
-    from tokenskip.inference import make_generator
 
     t0 = time.perf_counter()
     generator: Generator | None = None
@@ -221,7 +222,7 @@ def bench(
             records,
             path,
             model,
-            preset,
+            prompt_preset,
             max_new_tokens,
             batch_size,
             original,
@@ -235,7 +236,7 @@ def bench(
                 records[:latency_samples],
                 b1,
                 model,
-                preset,
+                prompt_preset,
                 max_new_tokens,
                 1,
                 original,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from tokenskip.data.datasets import Record, load_records
 from tokenskip.data.jsonl import ResumableJsonlWriter
-from tokenskip.data.prompts import check_ratio, format_prompt, get_preset, split_cot
+from tokenskip.data.prompts import PromptPreset, check_ratio, format_prompt, split_cot
 from tokenskip.errors import UserError
 from tokenskip.eval.grading import grade
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
@@ -52,7 +52,7 @@ def run_generation(
     sampling: SamplingConfig,
     model: str,
     ratio: float | None = None,
-    preset: str = "default",
+    preset: PromptPreset | str = "default",
     batch_size: int = 8,
     extra: dict[str, Any] | None = None,
     progress: bool = True,
@@ -91,9 +91,9 @@ def generate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 42,
-    preset: str = "default",
+    preset: str | None = None,
     ratio: float | None = None,
-    backend: Literal["hf"] = "hf",
+    backend: Literal["hf", "vllm"] = "hf",
     adapter: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
@@ -115,9 +115,10 @@ def generate(
         temperature: 0 = greedy decoding.
         top_p: nucleus mass when sampling.
         seed: random seed (sampling and any shuffling).
-        preset: prompt preset: default (model's chat template) or tokenskip (original TokenSkip prompt).
+        preset: prompt preset: default (model's chat template) or tokenskip (original TokenSkip prompt);
+            default: the preset an adapter from `tokenskip train` records, else default.
         ratio: optional compression ratio γ in (0, 1] appended to the prompt (for TokenSkip-trained models).
-        backend: generation backend.
+        backend: hf (transformers) or vllm.
         adapter: optional peft LoRA adapter folder.
         dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
         device: auto, cpu, cuda, cuda:N.
@@ -131,13 +132,13 @@ def generate(
         raise UserError(f"--temperature must be >= 0, got {temperature}")
     if ratio is not None:
         ratio = check_ratio(ratio)
-    get_preset(preset)
+    from tokenskip.inference import make_generator, resolve_preset
+
+    prompt_preset = resolve_preset(preset, adapter, model)
     records, stats = load_records(dataset, split=split, column_map=column_map, on_error=on_error, limit=limit)
     for msg in stats.skipped:
         print(f"tokenskip: skipped {msg}")
     random.seed(seed)
-
-    from tokenskip.inference import make_generator
 
     t0 = time.perf_counter()
     generator = make_generator(
@@ -150,7 +151,7 @@ def generate(
         trust_remote_code=trust_remote_code,
     )
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    counts = run_generation(generator, records, out, sampling, model, ratio, preset, batch_size)
+    counts = run_generation(generator, records, out, sampling, model, ratio, prompt_preset, batch_size)
     generator.close()
     counts["malformed_skipped"] = len(stats)
     print(

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from tokenskip.errors import UserError
-from tokenskip.inference.base import Generation, Generator, SamplingConfig
+from tokenskip.inference.base import Generation, Generator, SamplingConfig, StreamCallback, TextDeltas
 from tokenskip.models import DEFAULT_MODEL, load_model
 
 
@@ -50,7 +50,19 @@ class HFGenerator(Generator):
             out.extend(self._generate_batch(prompts[start : start + self.batch_size], config))
         return out
 
-    def _generate_batch(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
+    def generate_stream(
+        self, prompts: list[str], config: SamplingConfig, on_text: StreamCallback
+    ) -> list[Generation]:
+        """``generate`` with each new token's text handed to ``on_text`` (a transformers streamer)."""
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = prompts[start : start + self.batch_size]
+            out.extend(self._generate_batch(batch, config, lambda i, d, o=start: on_text(o + i, d)))
+        return out
+
+    def _generate_batch(
+        self, prompts: list[str], config: SamplingConfig, on_text: StreamCallback | None = None
+    ) -> list[Generation]:
         import torch
 
         tok = self.tokenizer
@@ -68,20 +80,29 @@ class HFGenerator(Generator):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if config.stop:
             kwargs.update(stop_strings=list(config.stop), tokenizer=tok)
+        streamer = (
+            _BatchStreamer(tok, len(prompts), self._eos_ids(), config.stop, on_text) if on_text else None
+        )
         t0 = time.perf_counter()
         with torch.inference_mode():
-            seqs = self.model.generate(**enc, **kwargs)
+            seqs = self.model.generate(**enc, **kwargs, streamer=streamer)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
         new = seqs[:, enc["input_ids"].shape[1] :].tolist()
         per = elapsed / len(prompts)
-        return [self._finish(ids, config, per, len(prompts)) for ids in new]
+        gens = [self._finish(ids, config, per, len(prompts)) for ids in new]
+        if streamer is not None:
+            streamer.finish([g.text for g in gens])
+        return gens
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.tokenizer.eos_token_id
+        return set(eos) if isinstance(eos, list) else {eos}
 
     def _finish(self, ids: list[int], config: SamplingConfig, latency: float, bs: int) -> Generation:
         tok = self.tokenizer
-        eos = tok.eos_token_id
-        eos_ids = set(eos) if isinstance(eos, list) else {eos}
+        eos_ids = self._eos_ids()
         n, reason = len(ids), "length"
         for i, t in enumerate(ids):
             if t in eos_ids:
@@ -95,6 +116,48 @@ class HFGenerator(Generator):
                 text, reason = text[:pos], "stop"
                 n = self.count_tokens(text)
         return Generation(text=text, num_tokens=n, finish_reason=reason, latency_s=latency, batch_size=bs)
+
+
+class _BatchStreamer:
+    """A transformers streamer for a whole batch: ``put`` gets one new token per row at every step.
+
+    Each row's tokens up to its EOS are decoded exactly as ``HFGenerator._finish`` decodes them, and
+    :class:`TextDeltas` decides what of the growing text is safe to send.
+    """
+
+    def __init__(
+        self, tok: Any, rows: int, eos_ids: set[int], stop: tuple[str, ...], on_text: StreamCallback
+    ):
+        self.tok, self.eos_ids, self.on_text = tok, eos_ids, on_text
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.ended = [False] * rows
+        self.deltas = [TextDeltas(stop) for _ in range(rows)]
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate first hands over the prompt ids
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(len(self.ids), -1)[:, -1].tolist()):
+            if self.ended[row]:
+                continue
+            if token in self.eos_ids:
+                self.ended[row] = True
+                continue
+            self.ids[row].append(token)
+            delta = self.deltas[row].update(self.tok.decode(self.ids[row], skip_special_tokens=True))
+            if delta:
+                self.on_text(row, delta)
+
+    def end(self) -> None:
+        pass
+
+    def finish(self, texts: list[str]) -> None:
+        """Send what the final texts hold beyond the increments already sent."""
+        for row, text in enumerate(texts):
+            rest = self.deltas[row].finish(text)
+            if rest:
+                self.on_text(row, rest)
 
 
 def load_adapter(model: Any, adapter: str, merge: bool = False) -> Any:

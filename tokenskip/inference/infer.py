@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from tokenskip.data.datasets import Record, collect_rows, row_to_record
 from tokenskip.data.jsonl import BadLineStats, ResumableJsonlWriter, check_input_file, read_jsonl
-from tokenskip.data.prompts import check_ratio, format_prompt, get_preset
+from tokenskip.data.prompts import PromptPreset, check_ratio, format_prompt
 from tokenskip.errors import UserError
 from tokenskip.eval.grading import extract_answer
 from tokenskip.inference.base import Generator, SamplingConfig
@@ -125,15 +125,18 @@ def run_infer(
     settings: dict[str, Any],
     batch_size: int = 8,
     progress: bool = True,
+    prompt_preset: PromptPreset | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Generate every question not yet in ``out`` (all of them when ``out`` is None), appending each record.
 
-    ``settings`` holds model, adapter, ratio, preset and backend; it is written into every record.
+    ``settings`` holds model, adapter, ratio, preset (its name) and backend; it is written into every
+    record. ``prompt_preset`` is the preset object to write prompts with (default: the named preset).
     Returns the new records and the counts.
     """
     from tqdm import tqdm
 
-    ratio, preset = settings["ratio"], settings["preset"]
+    ratio = settings["ratio"]
+    preset = prompt_preset or settings["preset"]
     writer = ResumableJsonlWriter(out) if out is not None else None
     done = writer.done if writer is not None else set()
     todo = [(r, a) for r, a in questions if r.id not in done]
@@ -171,7 +174,7 @@ def infer(
     question: str | None = None,
     out: str | None = None,
     backend: Literal["hf", "vllm"] = "hf",
-    preset: str = "default",
+    preset: str | None = None,
     max_new_tokens: int = 512,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -200,7 +203,8 @@ def infer(
             output_tokens, finish_reason, latency_s, batch_size, model, adapter, ratio, preset, backend).
             Required with --input; re-running resumes.
         backend: hf (transformers) or vllm.
-        preset: prompt preset the model was trained with: default, or tokenskip (published TokenSkip adapters).
+        preset: prompt preset: default, or tokenskip (published TokenSkip adapters). Default: the preset
+            recorded by `tokenskip train` in the adapter (or merged model), including its delimiter; else default.
         max_new_tokens: cap on generated tokens per question.
         temperature: 0 = greedy decoding.
         top_p: nucleus mass when sampling.
@@ -218,7 +222,9 @@ def infer(
         trust_remote_code: allow custom model code from the hub (off by default).
     """
     ratio = check_ratio(ratio)
-    get_preset(preset)
+    from tokenskip.inference import make_generator, resolve_preset
+
+    prompt_preset = resolve_preset(preset, adapter, model)
     if (input is None) == (question is None):
         raise UserError("give exactly one of --input FILE or --question TEXT")
     if input is not None and out is None:
@@ -243,11 +249,15 @@ def infer(
         questions, stats = load_questions(input, column_map, on_error, limit)
     for msg in stats.skipped:
         print(f"tokenskip: skipped {msg}")
-    settings = {"model": model, "adapter": adapter, "ratio": ratio, "preset": preset, "backend": backend}
+    settings = {
+        "model": model,
+        "adapter": adapter,
+        "ratio": ratio,
+        "preset": prompt_preset.name,
+        "backend": backend,
+    }
     if out is not None:
         check_resume(out, settings)
-
-    from tokenskip.inference import make_generator
 
     kwargs: dict[str, Any] = {
         "model": model,
@@ -271,7 +281,14 @@ def infer(
             stop=tuple(stop or ()),
         )
         rows, counts = run_infer(
-            generator, questions, out, sampling, settings, batch_size, progress=input is not None
+            generator,
+            questions,
+            out,
+            sampling,
+            settings,
+            batch_size,
+            progress=input is not None,
+            prompt_preset=prompt_preset,
         )
     finally:
         generator.close()

@@ -15,8 +15,9 @@ was trained on. ``raw_prompt: true`` on ``/v1/completions`` sends the prompt tex
 Generation runs on ONE worker thread that owns the model: requests wait in a bounded queue (full -> 503),
 and the worker takes up to ``batch_size`` queued requests with identical sampling settings into one
 ``generate`` call. Limits: request body size (413), prompt tokens and ``max_tokens`` (400), queue (503),
-time per request (504). ``stream: true`` speaks the OpenAI SSE protocol; because the Generator interface
-returns finished generations, the content arrives as one chunk when its batch is done.
+time per request (504). ``stream: true`` speaks the OpenAI SSE protocol: content chunks are sent as the
+model writes them (:meth:`~tokenskip.inference.base.Generator.generate_stream`, token by token on the hf and
+vllm backends), then one chunk with ``finish_reason`` and the ``tokenskip`` extension info.
 """
 
 import asyncio
@@ -30,7 +31,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
@@ -63,7 +64,8 @@ class ServerConfig:
 
     Attributes:
         model_name: the id reported by ``/v1/models`` and accepted in the ``model`` field.
-        preset: prompt preset (``default`` or ``tokenskip``) used to write questions.
+        preset: prompt preset used to write questions: a name (``default``, ``tokenskip``) or a
+            :class:`~tokenskip.data.prompts.PromptPreset` (e.g. read from an adapter).
         tale_template: TALE template for ``token_budget`` prompts (``tale`` or ``tale-boxed``).
         api_key: required ``Authorization: Bearer`` key on ``/v1/*``; None = no authentication.
         max_prompt_tokens: longest accepted prompt (after formatting), in the model's tokens.
@@ -79,7 +81,7 @@ class ServerConfig:
     """
 
     model_name: str = DEFAULT_MODEL
-    preset: str = "default"
+    preset: PromptPreset | str = "default"
     tale_template: str = "tale"
     api_key: str | None = None
     max_prompt_tokens: int = 2048
@@ -111,7 +113,8 @@ class ServerConfig:
             raise UserError(f"--request_timeout must be > 0, got {self.request_timeout_s}")
         if self.api_key is not None and not self.api_key.strip():
             raise UserError("--api_key is empty")
-        get_preset(self.preset)
+        if isinstance(self.preset, str):
+            get_preset(self.preset)
         from tokenskip.inference.tale_budget import get_template
 
         try:
@@ -142,6 +145,7 @@ class _Job:
     prompt: str
     config: SamplingConfig
     future: concurrent.futures.Future
+    on_text: Callable[[str], None] | None = None  # streaming requests: receives text as it is generated
 
 
 class QueueFull(Exception):
@@ -182,13 +186,18 @@ class BatchWorker:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, prompt: str, config: SamplingConfig) -> concurrent.futures.Future:
-        """Queue one prompt; raises :class:`QueueFull` when the queue is at capacity."""
+    def submit(
+        self, prompt: str, config: SamplingConfig, on_text: Callable[[str], None] | None = None
+    ) -> concurrent.futures.Future:
+        """Queue one prompt; raises :class:`QueueFull` when the queue is at capacity.
+
+        ``on_text`` (optional) is called on the worker thread with each piece of text as it is generated.
+        """
         if self._stopping or not self.alive:
             raise QueueFull("the generation worker is not running")
         fut: concurrent.futures.Future = concurrent.futures.Future()
         try:
-            self._queue.put_nowait(_Job(prompt, config, fut))
+            self._queue.put_nowait(_Job(prompt, config, fut, on_text))
         except queue.Full:
             raise QueueFull(f"server busy: {self._queue.maxsize} requests already queued") from None
         return fut
@@ -233,8 +242,20 @@ class BatchWorker:
                 job.future.set_exception(QueueFull("server is shutting down"))
 
     def _run(self, jobs: list[_Job]) -> None:
+        def on_text(i: int, text: str) -> None:
+            sink = jobs[i].on_text
+            if sink is not None and not jobs[i].future.cancelled():
+                try:
+                    sink(text)
+                except Exception:  # a gone client must not stop the batch
+                    log.debug("stream sink failed", exc_info=True)
+
+        prompts = [j.prompt for j in jobs]
         try:
-            gens = self.generator.generate([j.prompt for j in jobs], jobs[0].config)
+            if any(j.on_text is not None for j in jobs):
+                gens = self.generator.generate_stream(prompts, jobs[0].config, on_text)
+            else:
+                gens = self.generator.generate(prompts, jobs[0].config)
             if len(gens) != len(jobs):
                 raise RuntimeError(f"backend returned {len(gens)} generations for {len(jobs)} prompts")
         except Exception as e:  # the model failed: every request of the batch gets a 500, the server lives
@@ -292,7 +313,7 @@ def build_chat_prompt(
     messages: list[dict[str, str]],
     ratio: float | None = None,
     budget: int | None = None,
-    preset: str = "default",
+    preset: PromptPreset | str = "default",
     tale_template: str = "tale",
 ) -> str:
     """Prompt for a chat request: earlier turns as sent, the last user turn written as a question.
@@ -309,7 +330,7 @@ def build_chat_prompt(
     question = last["content"]
     if not question.strip():
         raise APIError(400, "the last user message is empty", "messages")
-    p = get_preset(preset)
+    p = get_preset(preset) if isinstance(preset, str) else preset
     if len(messages) == 1:
         if budget is not None:
             from tokenskip.inference.tale import chat_prompt
@@ -518,9 +539,11 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
             )
         return n
 
-    async def run_job(prompt: str, cfg: SamplingConfig, deadline: float) -> Generation:
+    async def run_job(
+        prompt: str, cfg: SamplingConfig, deadline: float, on_text: Callable[[str], None] | None = None
+    ) -> Generation:
         try:
-            fut = worker.submit(prompt, cfg)
+            fut = worker.submit(prompt, cfg, on_text)
         except QueueFull as e:
             raise APIError(503, str(e), code="server_busy") from None
         wrapped = asyncio.wrap_future(fut)
@@ -559,8 +582,18 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
             config.tale_template,
         )
 
-    async def answer(plan: Plan, ratio: float | None, budget: Any, cfg: SamplingConfig, deadline: float):
-        """Generate one choice; returns (generation, prompt_tokens, extension info)."""
+    async def answer(
+        plan: Plan,
+        ratio: float | None,
+        budget: Any,
+        cfg: SamplingConfig,
+        deadline: float,
+        on_text: Callable[[str], None] | None = None,
+    ):
+        """Generate one choice; returns (generation, prompt_tokens, extension info).
+
+        ``on_text`` receives the answer's text as it is generated (not the budget estimate's).
+        """
         info: dict[str, Any] = {"compression_ratio": ratio}
         estimate_tokens = 0
         if budget == "auto":
@@ -583,7 +616,7 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
         info["token_budget"] = budget
         prompt = prompt_for(plan, ratio, budget)
         n_prompt = check_prompt(prompt, "messages" if plan.messages is not None else "prompt")
-        gen = await run_job(prompt, cfg, deadline)
+        gen = await run_job(prompt, cfg, deadline, on_text)
         from tokenskip.data.prompts import split_cot
 
         info["cot_tokens"] = count_tokens(split_cot(gen.text))
@@ -615,10 +648,24 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
     async def stream(
-        kind: str, rid: str, tasks: list[asyncio.Task], include_usage: bool
+        kind: str, rid: str, tasks: list[asyncio.Task], pieces: asyncio.Queue, include_usage: bool
     ) -> AsyncIterator[str]:
+        """SSE events: a content chunk per piece of text as it arrives, then each choice's finish chunk."""
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
         base = {"id": rid, "object": obj, "created": _now(), "model": config.model_name}
+
+        def content(i: int, text: str) -> str:
+            if kind == "chat":
+                return sse(
+                    {**base, "choices": [{"index": i, "delta": {"content": text}, "finish_reason": None}]}
+                )
+            return sse(
+                {**base, "choices": [{"index": i, "text": text, "finish_reason": None, "logprobs": None}]}
+            )
+
+        pending = {task: i for i, task in enumerate(tasks)}
+        sent = [""] * len(tasks)
+        getter: asyncio.Future | None = None
         try:
             if kind == "chat":
                 yield sse(
@@ -630,25 +677,41 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
                     }
                 )
             total_p = total_c = 0
-            for i, task in enumerate(tasks):
-                try:
-                    gen, n_prompt, info = await task
-                except APIError as e:
-                    yield sse(e.body())
-                    return
-                total_p, total_c = total_p + n_prompt, total_c + gen.num_tokens
-                if kind == "chat":
-                    content = {"index": i, "delta": {"content": gen.text}, "finish_reason": None}
-                    done = {"index": i, "delta": {}, "finish_reason": gen.finish_reason}
-                else:
-                    content = {"index": i, "text": gen.text, "finish_reason": None, "logprobs": None}
-                    done = {"index": i, "text": "", "finish_reason": gen.finish_reason, "logprobs": None}
-                yield sse({**base, "choices": [content]})
-                yield sse({**base, "choices": [done], "tokenskip": info})
+            while pending:
+                if getter is None:
+                    getter = asyncio.ensure_future(pieces.get())
+                await asyncio.wait([getter, *pending], return_when=asyncio.FIRST_COMPLETED)
+                items = []
+                if getter.done():
+                    items.append(getter.result())
+                    getter = None
+                while not pieces.empty():  # text queued before a task finished is sent before its end
+                    items.append(pieces.get_nowait())
+                for i, text in items:
+                    sent[i] += text
+                    yield content(i, text)
+                for task in [t for t in pending if t.done()]:
+                    i = pending.pop(task)
+                    try:
+                        gen, n_prompt, info = task.result()
+                    except APIError as e:
+                        yield sse(e.body())
+                        return
+                    total_p, total_c = total_p + n_prompt, total_c + gen.num_tokens
+                    rest = gen.text[len(sent[i]) :] if gen.text.startswith(sent[i]) else ""
+                    if rest:
+                        yield content(i, rest)
+                    if kind == "chat":
+                        done = {"index": i, "delta": {}, "finish_reason": gen.finish_reason}
+                    else:
+                        done = {"index": i, "text": "", "finish_reason": gen.finish_reason, "logprobs": None}
+                    yield sse({**base, "choices": [done], "tokenskip": info})
             if include_usage:
                 yield sse({**base, "choices": [], "usage": usage(total_p, total_c)})
             yield "data: [DONE]\n\n"
         finally:
+            if getter is not None:
+                getter.cancel()
             for task in tasks:
                 if not task.done():
                     task.cancel()
@@ -661,17 +724,28 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
                 check_prompt(prompt_for(plan, ratio, budget), "messages" if kind == "chat" else "prompt")
         if worker.depth + len(plans) > config.queue_size:
             raise APIError(503, f"server busy: {worker.depth} requests queued", code="server_busy")
-        tasks = [asyncio.ensure_future(answer(p, ratio, budget, cfg, deadline)) for p in plans]
         prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
         rid = prefix + uuid.uuid4().hex[:24]
         if body.get("stream"):
+            loop = asyncio.get_running_loop()
+            pieces: asyncio.Queue = asyncio.Queue()
+
+            def sink(i: int) -> Callable[[str], None]:
+                # called on the worker thread: hand the text to the event loop
+                return lambda text: loop.call_soon_threadsafe(pieces.put_nowait, (i, text))
+
+            tasks = [
+                asyncio.ensure_future(answer(p, ratio, budget, cfg, deadline, sink(i)))
+                for i, p in enumerate(plans)
+            ]
             opts = body.get("stream_options") or {}
             include_usage = bool(opts.get("include_usage")) if isinstance(opts, dict) else False
             return StreamingResponse(
-                stream(kind, rid, tasks, include_usage),
+                stream(kind, rid, tasks, pieces, include_usage),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
+        tasks = [asyncio.ensure_future(answer(p, ratio, budget, cfg, deadline)) for p in plans]
         return tasks, rid
 
     async def collect(tasks: list[asyncio.Task]):
@@ -794,7 +868,7 @@ def serve(
     port: int = 8000,
     api_key: str | None = None,
     served_model_name: str | None = None,
-    preset: str = "default",
+    preset: str | None = None,
     tale_template: str = "tale",
     batch_size: int = 8,
     max_prompt_tokens: int = 2048,
@@ -818,7 +892,8 @@ def serve(
         port: TCP port.
         api_key: require `Authorization: Bearer KEY` on /v1/*; default: the TOKENSKIP_API_KEY variable.
         served_model_name: model id reported by /v1/models and expected in requests (default: --model).
-        preset: prompt preset the model was trained with: default or tokenskip.
+        preset: prompt preset the model was trained with: default or tokenskip. Default: the preset the
+            adapter's (or merged model's) tokenskip_adapter.json records, including its delimiter; else default.
         tale_template: TALE template for token_budget requests: tale or tale-boxed.
         batch_size: most requests generated together.
         max_prompt_tokens: longest accepted prompt, in model tokens (longer -> HTTP 400).
@@ -843,9 +918,11 @@ def serve(
         raise UserError(f"--port must be in 1..65535, got {port}")
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV) or None
+    from tokenskip.inference import make_generator, resolve_preset
+
     config = ServerConfig(
         model_name=served_model_name or model,
-        preset=preset,
+        preset=resolve_preset(preset, adapter, model),
         tale_template=tale_template,
         api_key=api_key,
         max_prompt_tokens=max_prompt_tokens,
@@ -858,8 +935,6 @@ def serve(
     config.check()
     if not _is_loopback(host) and api_key is None:
         print(f"tokenskip: warning: serving on {host} without an API key: anyone who can reach it can use it")
-
-    from tokenskip.inference import make_generator
 
     generator = make_generator(
         backend,

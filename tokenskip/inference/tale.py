@@ -292,7 +292,7 @@ def estimate(
     max_budget: int = DEFAULT_MAX_BUDGET,
     estimate_max_new_tokens: int = 64,
     batch_size: int = 8,
-    backend: str = "hf",
+    backend: Literal["hf", "vllm"] = "hf",
     adapter: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
@@ -316,7 +316,7 @@ def estimate(
         max_budget: estimates above this (including absurdly long numbers) are lowered to it.
         estimate_max_new_tokens: cap on the tokens of the estimation reply.
         batch_size: prompts per generate call.
-        backend: generation backend (hf; vllm when installed).
+        backend: hf (transformers) or vllm.
         adapter: optional peft LoRA adapter folder.
         dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
         device: auto, cpu, cuda, cuda:N.
@@ -440,7 +440,7 @@ def run(
     top_p: float = 1.0,
     seed: int = 42,
     batch_size: int = 8,
-    backend: str = "hf",
+    backend: Literal["hf", "vllm"] = "hf",
     adapter: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
@@ -476,7 +476,7 @@ def run(
         top_p: nucleus mass when sampling.
         seed: random seed for sampling.
         batch_size: prompts per generate call.
-        backend: generation backend (hf; vllm when installed).
+        backend: hf (transformers) or vllm.
         adapter: optional peft LoRA adapter folder (e.g. a TALE-PT adapter).
         dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
         device: auto, cpu, cuda, cuda:N.
@@ -830,7 +830,7 @@ def search(
     top_p: float = 1.0,
     seed: int = 42,
     batch_size: int = 8,
-    backend: str = "hf",
+    backend: Literal["hf", "vllm"] = "hf",
     adapter: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
@@ -864,7 +864,7 @@ def search(
         top_p: nucleus mass when sampling.
         seed: random seed for sampling.
         batch_size: questions searched together (one generate call per halving round).
-        backend: generation backend (hf; vllm when installed).
+        backend: hf (transformers) or vllm.
         adapter: optional peft LoRA adapter folder.
         dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
         device: auto, cpu, cuda, cuda:N.

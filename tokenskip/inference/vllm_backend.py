@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from tokenskip.errors import UserError
-from tokenskip.inference.base import Generation, Generator, SamplingConfig
+from tokenskip.inference.base import Generation, Generator, SamplingConfig, StreamCallback, TextDeltas
 from tokenskip.models import DEFAULT_MODEL, load_tokenizer, resolve_device, resolve_model
 
 # vLLM's accepted --max-lora-rank values (vllm.config.lora.MaxLoRARanks in 0.32)
@@ -207,6 +208,60 @@ class VLLMGenerator(Generator):
         outputs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora_request)
         per = (time.perf_counter() - t0) / len(prompts)
         return [self._finish(o.outputs[0], per, len(prompts)) for o in outputs]
+
+    def generate_stream(
+        self, prompts: list[str], config: SamplingConfig, on_text: StreamCallback
+    ) -> list[Generation]:
+        """``generate`` token by token: the requests go to the engine directly and are stepped here.
+
+        ``vllm.LLM.generate`` only returns finished outputs; this adds the same requests (token-id prompts,
+        the same SamplingParams, the adapter's LoRARequest) with cumulative outputs and runs
+        ``LLMEngine.step`` until all are done, so greedy text is identical to ``generate``'s.
+        """
+        if not prompts:
+            return []
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        tok = self.tokenizer
+        engine = self.llm.llm_engine
+        params = SamplingParams(**sampling_kwargs(config))
+        params.output_kind = RequestOutputKind.CUMULATIVE
+        tag = uuid.uuid4().hex[:12]
+        index = {f"tokenskip-{tag}-{i}": i for i in range(len(prompts))}
+        deltas = [TextDeltas(config.stop) for _ in prompts]
+        finished: dict[int, Any] = {}
+        t0 = time.perf_counter()
+        try:
+            for rid, i in index.items():
+                ids = tok(prompts[i], add_special_tokens=False)["input_ids"]
+                engine.add_request(
+                    rid, TokensPrompt(prompt_token_ids=ids), params, lora_request=self.lora_request
+                )
+            while len(finished) < len(prompts) and engine.has_unfinished_requests():
+                for out in engine.step():
+                    i = index.get(out.request_id)
+                    if i is None:
+                        continue
+                    delta = deltas[i].update(out.outputs[0].text)
+                    if delta:
+                        on_text(i, delta)
+                    if out.finished:
+                        finished[i] = out.outputs[0]
+        finally:
+            left = [rid for rid, i in index.items() if i not in finished]
+            if left:  # an error or an interrupted stream: do not leave requests running in the engine
+                engine.abort_request(left)
+        if len(finished) < len(prompts):
+            raise RuntimeError(f"vLLM finished {len(finished)} of {len(prompts)} requests")
+        per = (time.perf_counter() - t0) / len(prompts)
+        gens = [self._finish(finished[i], per, len(prompts)) for i in range(len(prompts))]
+        for i, g in enumerate(gens):
+            rest = deltas[i].finish(g.text)
+            if rest:
+                on_text(i, rest)
+        return gens
 
     def _finish(self, out: Any, latency: float, bs: int) -> Generation:
         ids = list(out.token_ids)

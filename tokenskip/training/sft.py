@@ -167,11 +167,23 @@ def load_examples(
 
 
 def build_mixture(
-    examples: list[Example], preset: PromptPreset, seed: int = 42, ratios: list[float] | None = None
+    examples: list[Example],
+    preset: PromptPreset,
+    seed: int = 42,
+    ratios: list[float] | None = None,
+    every_ratio: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per example; γ drawn uniformly from {1.0} ∪ the example's compressed ratios (optionally restricted)."""
+    """One row per example; γ drawn uniformly from {1.0} ∪ the example's compressed ratios (optionally restricted).
+
+    ``every_ratio``: instead, one row per example *and* ratio (γ = 1.0 first, then descending), so the
+    same question is seen at every length -- a denser mixture for small data budgets, not TokenSkip's.
+    """
     allowed = None if ratios is None else {check_ratio(r) for r in ratios}
     available = {e.id: [r for r in e.compressed if allowed is None or r in allowed] for e in examples}
+    if every_ratio:
+        return [
+            sft_row(e, r, preset) for e in examples for r in [1.0, *sorted(available[e.id], reverse=True)]
+        ]
     drawn = draw_ratios([e.id for e in examples], available, seed)
     return [sft_row(e, r, preset) for e, r in zip(examples, drawn, strict=True)]
 
@@ -198,6 +210,7 @@ def build_sft(
     delimiter: str | None = None,
     ratios: list[float] | None = None,
     seed: int = 42,
+    every_ratio: bool = False,
     alpaca: bool = False,
     on_error: OnError = "raise",
 ) -> dict[str, Any]:
@@ -217,6 +230,8 @@ def build_sft(
         delimiter: string around γ in the prompt, overriding the preset and the EOS token.
         ratios: use only these compressed ratios (default: every ratio found in --compressed).
         seed: seed of the per-example ratio draw.
+        every_ratio: write every example at every ratio (1 + number of ratios rows each) instead of
+            TokenSkip's one drawn γ per example; for small data budgets (the controllability benchmark).
         alpaca: also write LLaMA-Factory's alpaca JSON and a dataset_info.json entry for it.
         on_error: ``raise`` on a malformed row, or ``skip`` it (and report the count).
     """
@@ -236,7 +251,7 @@ def build_sft(
     examples, counts = load_examples(original, comp, on_error=on_error)
     if not examples:
         raise UserError(f"{original}: no usable examples")
-    rows = build_mixture(examples, resolved, seed=seed, ratios=ratios)
+    rows = build_mixture(examples, resolved, seed=seed, ratios=ratios, every_ratio=every_ratio)
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +274,7 @@ def build_sft(
         "system": resolved.system,
         "answer_template": resolved.answer_template,
         "seed": seed,
+        "mixture": "every_ratio" if every_ratio else "one_drawn_ratio",
         "original": {"path": str(original), "sha256": _sha256(original)},
         "compressed": str(compressed),
         "issues": dict(counts),

@@ -197,6 +197,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_adapter_preset(folder: str | Path) -> PromptPreset | None:
+    """The prompt preset recorded in ``folder/tokenskip_adapter.json`` (an adapter from ``tokenskip train``
+    or a model merged by ``tokenskip merge``); None when the folder has no such file."""
+    path = Path(folder) / ADAPTER_INFO
+    if not path.is_file():
+        return None
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))["preset"]
+        return PromptPreset(**fields)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: unreadable preset ({type(e).__name__}: {str(e)[:120]})") from None
+
+
 def model_card(meta: dict[str, Any]) -> str:
     """README.md of the adapter: base model, ratios, delimiter, data and the numbers of the run."""
     ratios = ", ".join(format_ratio(r) for r in meta["ratios"])
