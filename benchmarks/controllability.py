@@ -21,9 +21,12 @@ ratio (mean CoT tokens / mean CoT tokens at γ = 1.0), how many hit ``--max_new_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -65,10 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="1: each training problem at every ratio (denser mixture); 0: TokenSkip's one drawn γ",
     )
     ap.add_argument(
+        "--group_by_length", type=int, default=1, help="1: train batches of similar length (less padding)"
+    )
+    ap.add_argument(
         "--gen_batch_size",
         type=int,
         default=None,
-        help="prompts per generate call (default: 8 for hf, all --n_test for vllm)",
+        help="prompts per generate call (default: 8 for hf; for vllm every prompt of every γ in one call)",
     )
     ap.add_argument(
         "--backend",
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     # stages resume from --work: refuse to mix outputs of different settings
     keys = ("train_file", "model", "n_train", "train_ratios", "epochs", "learning_rate", "lora_rank",
-            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio")  # fmt: skip
+            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio", "group_by_length")  # fmt: skip
     settings = {k: getattr(args, k) for k in keys}
     if (work / "bench_settings.json").exists():
         old = json.loads((work / "bench_settings.json").read_text())
@@ -104,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"controllability: tokenskip.compressors is not available ({e}); cannot compress CoTs")
     from tokenskip.inference import make_generator
     from tokenskip.inference.base import SamplingConfig
+    from tokenskip.training.merge import merge
     from tokenskip.training.sft import build_sft
     from tokenskip.training.train import ADAPTER_INFO, train
 
@@ -136,48 +143,62 @@ def main(argv: list[str] | None = None) -> dict:
         train(str(work / "sft"), str(adapter), model=args.model, epochs=args.epochs,
               learning_rate=args.learning_rate, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
               batch_size=args.batch_size, grad_accum=1, cutoff=args.cutoff, eval_size=0, save_steps=25,
-              logging_steps=5, seed=args.seed, progress="none")  # fmt: skip
+              logging_steps=5, seed=args.seed, progress="none", group_by_length=bool(args.group_by_length))  # fmt: skip
     meta = json.loads((adapter / ADAPTER_INFO).read_text())
     stage(f"trained {meta['global_step']} steps, final loss {meta['train_loss']}", t0)
 
-    # 5. generate on held-out questions at each γ
+    # 5. generate on held-out questions at each γ (vllm: every γ's prompts in one continuous batch)
     records, _ = load_records(args.test_file, limit=args.n_test)
-    extra = {"merge_adapter": True} if args.backend == "hf" else {"max_model_len": 1024}
-    gen_batch = args.gen_batch_size or (8 if args.backend == "hf" else len(records))
-    gen = make_generator(args.backend, model=args.model, adapter=str(adapter), batch_size=gen_batch, **extra)
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
     ratios = [float(r) for r in args.eval_ratios.split(",")]
+    if args.backend == "vllm":  # room for all prompts of all γ at once (vLLM's CPU default here is 1 GiB)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    gen_batch = args.gen_batch_size or (8 if args.backend == "hf" else len(records) * len(ratios))
+    if args.backend == "hf":  # the adapter merged in memory
+        gen = make_generator(
+            "hf", model=args.model, adapter=str(adapter), batch_size=gen_batch, merge_adapter=True
+        )
+    else:  # a merged model folder: vLLM's CPU LoRA kernels would halve its speed (same outputs up to fp32 rounding)
+        merged = work / "merged"
+        if not (merged / ADAPTER_INFO).exists():
+            merge(str(adapter), str(merged), overwrite=True)
+        gen = make_generator("vllm", model=str(merged), batch_size=gen_batch, max_model_len=1024)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    paths = {ratio: work / f"gen_{format_ratio(ratio)}.jsonl" for ratio in ratios}
+    with contextlib.ExitStack() as stack:
+        writers = {ratio: stack.enter_context(ResumableJsonlWriter(path)) for ratio, path in paths.items()}
+        todo = [(ratio, r) for ratio in ratios for r in records if r.id not in writers[ratio].done]
+        for start in range(0, len(todo), gen_batch):
+            batch = todo[start : start + gen_batch]
+            prompts = [format_prompt(gen.tokenizer, r.question, ratio, "default") for ratio, r in batch]
+            for (ratio, rec), g in zip(batch, gen.generate(prompts, sampling), strict=True):
+                cot = split_cot(g.text)
+                pred, ok = grade(g.text, rec.answer, rec.task)
+                writers[ratio].write({"id": rec.id, "ratio": ratio, "output": g.text,
+                                      "cot_tokens": gen.count_tokens(cot), "output_tokens": g.num_tokens,
+                                      "finish_reason": g.finish_reason, "prediction": pred, "correct": ok})  # fmt: skip
+    stage(f"generated {len(todo)} answers at γ = {args.eval_ratios}", t0)
     results = {}
-    for ratio in ratios:
-        path = work / f"gen_{format_ratio(ratio)}.jsonl"
-        with ResumableJsonlWriter(path) as w:
-            todo = [r for r in records if r.id not in w.done]
-            for start in range(0, len(todo), gen_batch):
-                batch = todo[start : start + gen_batch]
-                prompts = [format_prompt(gen.tokenizer, r.question, ratio, "default") for r in batch]
-                for rec, g in zip(batch, gen.generate(prompts, sampling), strict=True):
-                    cot = split_cot(g.text)
-                    pred, ok = grade(g.text, rec.answer, rec.task)
-                    w.write({"id": rec.id, "ratio": ratio, "output": g.text, "cot_tokens": gen.count_tokens(cot),
-                             "output_tokens": g.num_tokens, "finish_reason": g.finish_reason,
-                             "prediction": pred, "correct": ok})  # fmt: skip
-        rows = [row for _, row in read_jsonl(path) if row["id"] in {r.id for r in records}]
+    ids = {r.id for r in records}
+    for ratio, path in paths.items():
+        rows = [row for _, row in read_jsonl(path) if row["id"] in ids]
         results[ratio] = {
             "n": len(rows),
             "mean_cot_tokens": sum(r["cot_tokens"] for r in rows) / len(rows),
+            "median_cot_tokens": statistics.median(r["cot_tokens"] for r in rows),
             "hit_max_new_tokens": sum(r["finish_reason"] == "length" for r in rows),
             "accuracy": sum(bool(r["correct"]) for r in rows) / len(rows),
         }
-        stage(f"generated γ={format_ratio(ratio)}: {results[ratio]['mean_cot_tokens']:.1f} CoT tokens", t0)
 
     full = results.get(1.0, {}).get("mean_cot_tokens")
     print()
-    print(f"| γ | mean CoT tokens | achieved ratio | hit max_new_tokens ({args.max_new_tokens}) | accuracy |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| γ | mean CoT tokens | median | achieved ratio | hit max_new_tokens ({args.max_new_tokens}) | accuracy |"
+    )
+    print("|---|---|---|---|---|---|")
     for ratio, r in results.items():
         r["achieved_ratio"] = r["mean_cot_tokens"] / full if full else None
         achieved = f"{r['achieved_ratio']:.2f}" if full else "-"
-        print(f"| {format_ratio(ratio)} | {r['mean_cot_tokens']:.1f} | {achieved} | "
+        print(f"| {format_ratio(ratio)} | {r['mean_cot_tokens']:.1f} | {r['median_cot_tokens']:g} | {achieved} | "
               f"{r['hit_max_new_tokens']}/{r['n']} | {r['accuracy']:.1%} |")  # fmt: skip
     means = [results[r]["mean_cot_tokens"] for r in sorted(results, reverse=True)]
     monotone = all(a > b for a, b in zip(means, means[1:], strict=False))

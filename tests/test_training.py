@@ -25,8 +25,10 @@ from tokenskip.training.sft import (
 from tokenskip.training.train import (
     IGNORE_INDEX,
     _prepare_out,
+    _sampling_args,
     _trim_log,
     collate,
+    completion_start,
     last_complete_checkpoint,
     split_eval,
     tokenize_example,
@@ -260,6 +262,34 @@ def test_collate_pads_right_with_ignore_labels():
     assert b["input_ids"].tolist() == [[5, 6, 7], [8, 1, 1]]
     assert b["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_completion_start_is_one_before_the_earliest_target():
+    import torch
+
+    labels = torch.tensor(
+        [[-100, -100, -100, 4, 5, -100], [-100, -100, -100, -100, 6, 7], [-100, -100, 8, 9, -100, -100]]
+    )
+    assert completion_start(labels) == 1  # row 2's first target (index 2) is predicted from position 1
+    assert completion_start(labels[:2]) == 2
+    assert completion_start(torch.tensor([[3, 4, 5]])) == 0  # no prompt: every position counts
+    assert completion_start(torch.tensor([[-100, -100, 4], [-100, -100, -100]])) == 0  # a row without targets
+
+
+def test_sampling_args_map_group_by_length_to_the_installed_transformers():
+    from dataclasses import dataclass
+
+    from transformers import TrainingArguments
+
+    assert _sampling_args(TrainingArguments, False) == {}
+    kwargs = _sampling_args(TrainingArguments, True)
+    assert TrainingArguments(output_dir="unused", report_to="none", **kwargs)  # accepted as is
+
+    @dataclass
+    class OldArgs:
+        group_by_length: bool = False
+
+    assert _sampling_args(OldArgs, True) == {"group_by_length": True}
 
 
 # --- resume bookkeeping --------------------------------------------------------------------------------

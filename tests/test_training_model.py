@@ -90,13 +90,57 @@ def test_lora_run_lowers_loss_and_adapter_reloads_identically(tiny_sft_dir, tmp_
     assert (merged_dir / "tokenskip_adapter.json").exists()
 
 
+def test_completion_logits_trainer_gives_the_same_loss_and_gradients(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from tokenskip.models import load_model
+    from tokenskip.training.train import _completion_logits_trainer, collate, tokenize_example
+
+    base, tok = load_model("smollm2-135m")
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():  # non-zero LoRA B so the adapter changes the logits
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    feats = [
+        tokenize_example(tok, format_prompt(tok, q, ratio), cot, 256)
+        for q, ratio, cot in [
+            (
+                "Tom has 3 apples and buys 2 more. How many apples?",
+                0.5,
+                "3 + 2 = 5\n\nThe final answer is: 5",
+            ),
+            (
+                "A pen costs 4 dollars. What do 6 pens cost in dollars, all together?",
+                None,
+                "6 x 4 = 24 dollars.",
+            ),
+        ]
+    ]
+    batch = collate(feats, tok.pad_token_id)
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    results = []
+    for cls in (Trainer, _completion_logits_trainer(Trainer)):
+        model.zero_grad()
+        loss = cls(model=model, args=args).compute_loss(model, dict(batch), num_items_in_batch=n)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        results.append((loss.detach(), grads))
+    (full, g_full), (sliced, g_sliced) = results
+    assert torch.allclose(full, sliced, rtol=1e-5), (full, sliced)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g_full, g_sliced, strict=True))
+    assert full.item() > 0
+
+
 def test_killed_train_resumes_from_last_checkpoint(sft_dir, tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "tokenskip.cli", "train", "--data", str(sft_dir), "--out", str(out),
         "--max_steps", "4", "--save_steps", "2", "--batch_size", "1", "--grad_accum", "1", "--eval_size", "0",
         "--logging_steps", "1", "--learning_rate", "1e-3", "--progress", "none", "--keep_checkpoints", "true",
-        "--save_total_limit", "5",
+        "--save_total_limit", "5", "--group_by_length", "true",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(

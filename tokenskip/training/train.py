@@ -45,7 +45,7 @@ IGNORE_INDEX = -100
 _RUN_KEYS = (
     "data_sha256", "model", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
     "epochs", "max_steps", "batch_size", "grad_accum", "scheduler", "warmup", "weight_decay", "cutoff",
-    "eval_size", "seed",
+    "eval_size", "seed", "group_by_length",
 )  # fmt: skip
 
 
@@ -109,6 +109,57 @@ def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str
         "labels": torch.tensor(labels),
         "attention_mask": torch.tensor(mask),
     }
+
+
+def completion_start(labels: Any) -> int:
+    """First position whose logits the loss needs: one before the earliest target token in the batch.
+
+    Prompt positions predict prompt tokens (label -100) and add nothing to the loss, so the LM head (a
+    vocab-sized matmul per position) only has to run from here on. 0 when a row has no target at all.
+    """
+    import torch
+
+    targets = labels != IGNORE_INDEX
+    has = targets.any(dim=1)
+    if not bool(has.all()):
+        return 0
+    first = torch.argmax(targets.int(), dim=1)  # index of the first target per row
+    return max(int(first.min()) - 1, 0)
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _completion_logits_trainer(trainer_cls: type) -> type:
+    """``Trainer`` that runs the LM head only from :func:`completion_start` on: the same loss, less work.
+
+    The model's own loss shifts the labels by one, so slicing ``labels`` and the kept positions at the same
+    index keeps every (logit, next token) pair; ``num_items_in_batch`` counts the same target tokens.
+    """
+    import torch
+
+    class CompletionLogitsTrainer(trainer_cls):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.get("labels")
+            if labels is not None and (first := completion_start(labels)) > 0:
+                keep = torch.arange(first, labels.shape[1], device=labels.device)
+                inputs = {**inputs, "labels": labels[:, first:], "logits_to_keep": keep}
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return CompletionLogitsTrainer
+
+
+def _sampling_args(args_cls: type, group_by_length: bool) -> dict[str, Any]:
+    """``group_by_length`` across transformers versions (a strategy string in 5.x, a flag before)."""
+    if not group_by_length:
+        return {}
+    fields = getattr(args_cls, "__dataclass_fields__", {})
+    if "train_sampling_strategy" in fields:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
 
 
 def last_complete_checkpoint(folder: str | Path) -> Path | None:
@@ -288,6 +339,7 @@ def train(
     dtype: str = "auto",
     device: str = "auto",
     gradient_checkpointing: bool = False,
+    group_by_length: bool = False,
     resume: bool = True,
     overwrite: bool = False,
     keep_checkpoints: bool = False,
@@ -327,6 +379,8 @@ def train(
         dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
         device: ``auto``, ``cpu`` or ``cuda``.
         gradient_checkpointing: recompute activations in backward (less memory, slower).
+        group_by_length: batch examples of similar length together (less padding, faster; the order is
+            still shuffled, in groups).
         resume: resume from the last complete checkpoint in OUT/checkpoints if there is one.
         overwrite: delete a previous run (adapter, checkpoints, log) in OUT and start over.
         keep_checkpoints: keep OUT/checkpoints after a successful run (deleted by default).
@@ -347,7 +401,7 @@ def train(
         "target_modules": target_modules, "learning_rate": learning_rate, "epochs": epochs,
         "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "scheduler": scheduler,
         "warmup": warmup, "weight_decay": weight_decay, "cutoff": cutoff, "eval_size": eval_size, "seed": seed,
-        "dtype": dtype, "save_steps": save_steps,
+        "dtype": dtype, "save_steps": save_steps, "group_by_length": group_by_length,
     }  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         resume_from = _prepare_out(out_dir, settings, resume=resume, overwrite=overwrite)
@@ -456,9 +510,12 @@ def train(
         disable_tqdm=progress == "none",
         ddp_find_unused_parameters=False if world_size > 1 else None,
         dataloader_num_workers=0,
+        prediction_loss_only=True,
+        **_sampling_args(TrainingArguments, group_by_length),
     )
     log_path = out_dir / LOG_FILE
-    trainer = Trainer(
+    trainer_cls = _completion_logits_trainer(Trainer) if _accepts_logits_to_keep(base) else Trainer
+    trainer = trainer_cls(
         model=peft_model,
         args=args,
         train_dataset=train_set,
