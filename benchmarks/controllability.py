@@ -3,18 +3,22 @@
 Pipeline (embedded model, CPU; every stage resumes when re-run with the same --work folder):
 
 1. the first ``--n_train`` GSM8K train problems (reference CoTs, calculator annotations ``<<...>>`` removed);
-2. ``tokenskip compress`` with the offline ``selfinfo`` scorer at the training ratios;
+2. ``tokenskip compress`` with the offline ``selfinfo`` scorer at the training ratios, by default keeping
+   every number (``--keep_digits 1``, TokenSkip's LLaMA-3 setting): plain surprisal drops the results of
+   calculations, which are the most predictable tokens, and a model trained on that loses track;
 3. ``tokenskip build-sft`` (default preset: γ wrapped in the model's EOS token); by default with
    ``--every_ratio 1``: every problem at every ratio, a denser mixture than TokenSkip's one drawn γ per
    problem (``--every_ratio 0``), to give the small model a direct contrast within the CPU budget;
-4. ``tokenskip train`` (LoRA, rank 8, all linear layers);
+4. ``tokenskip train`` (LoRA, rank 8, all linear layers, batches grouped by length);
 5. greedy generation on ``--n_test`` held-out GSM8K test problems at each γ in ``--eval_ratios``
-   (vLLM when installed, all prompts of a γ in one call; else transformers with the adapter merged).
+   (vLLM when installed: the adapter merged into a model folder, every prompt of every γ in one call; else
+   transformers with the adapter merged in memory).
 
-Prints, per γ: mean CoT tokens (target tokenizer, the text before "The final answer is:"), the achieved
-ratio (mean CoT tokens / mean CoT tokens at γ = 1.0), how many hit ``--max_new_tokens``, and accuracy.
+Prints, per γ: mean and median CoT tokens (target tokenizer, the text before "The final answer is:"), the
+achieved ratio (mean CoT tokens / mean CoT tokens at γ = 1.0), how many hit ``--max_new_tokens``, and
+accuracy.
 
-    python benchmarks/controllability.py          # defaults: ~27 min on 2 idle CPU cores (80 LoRA steps ~18 min)
+    python benchmarks/controllability.py          # defaults: ~27 min on 2 idle CPU cores (128 LoRA steps ~21 min)
     python benchmarks/controllability.py --n_train 8 --n_test 4 --work /tmp/ctl-smoke   # smoke run
 """
 
@@ -50,12 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work", default="/tmp/tokenskip_controllability", help="folder for every stage's output"
     )
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--n_train", type=int, default=80, help="GSM8K train problems for the SFT mixture")
+    ap.add_argument("--n_train", type=int, default=64, help="GSM8K train problems for the SFT mixture")
     ap.add_argument("--n_test", type=int, default=48, help="held-out GSM8K test problems generated per γ")
     ap.add_argument("--train_ratios", default="0.9,0.7,0.5", help="ratios compressed for training")
     ap.add_argument("--eval_ratios", default="1.0,0.9,0.7,0.5")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--learning_rate", type=float, default=3e-3)
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--learning_rate", type=float, default=5e-3)
     ap.add_argument("--lora_rank", type=int, default=8)
     ap.add_argument("--lora_alpha", type=int, default=16)
     ap.add_argument("--batch_size", type=int, default=4)
@@ -66,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="1: each training problem at every ratio (denser mixture); 0: TokenSkip's one drawn γ",
+    )
+    ap.add_argument(
+        "--keep_digits",
+        type=int,
+        default=1,
+        help="1: the scorer always keeps numbers (TokenSkip's LLaMA-3 setting); 0: plain surprisal",
     )
     ap.add_argument(
         "--group_by_length", type=int, default=1, help="1: train batches of similar length (less padding)"
@@ -97,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     # stages resume from --work: refuse to mix outputs of different settings
     keys = ("train_file", "model", "n_train", "train_ratios", "epochs", "learning_rate", "lora_rank",
-            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio", "group_by_length")  # fmt: skip
+            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio", "group_by_length", "keep_digits")  # fmt: skip
     settings = {k: getattr(args, k) for k in keys}
     if (work / "bench_settings.json").exists():
         old = json.loads((work / "bench_settings.json").read_text())
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. compress with the offline selfinfo scorer (target tokenizer = the model's)
     compress(input=str(train_rows), out=str(work / "compressed"), ratios=args.train_ratios, scorer="selfinfo",
-             model=args.model, progress=False)  # fmt: skip
+             model=args.model, keep_digits=bool(args.keep_digits), progress=False)  # fmt: skip
     summary = json.loads((work / "compressed" / "summary.json").read_text())
     stage("compressed (selfinfo)", t0)
 

@@ -1,5 +1,7 @@
 """Model-backed scorers on offline random checkpoints of LLMLingua-2's architecture (built in tmp dirs)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,11 @@ def test_selfinfo_scorer_on_tiny_causal_lm(ckpts):
     wide = SelfInfoScorer(str(ckpts["lm"]), device="cpu", window=1024).score(texts[:1])[0]
     assert np.corrcoef(wide.scores, scored[0].scores)[0, 1] > 0.5
     assert len(prune(scored[0], 0.5)) < len(texts[0])
+    # TokenSkip's LLaMA-3 settings work on selfinfo too: every number survives any γ
+    keep = SelfInfoScorer(str(ckpts["lm"]), device="cpu", keep_digits=True, force_tokens=["Step"])
+    text = texts[0]
+    numbers = re.findall(r"\d+(?:[.,]\d+)*", text)
+    assert numbers
+    short = prune(keep.score([text])[0], 0.3)
+    assert re.findall(r"\d+(?:[.,]\d+)*", short) == numbers and len(short) < len(text)
+    assert keep.describe()["keep_digits"] is True

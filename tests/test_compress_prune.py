@@ -10,6 +10,8 @@ from tokenskip.compressors.prune import (
     CompatScored,
     ScoredText,
     costs_from_offsets,
+    join_words,
+    protect_words,
     prune,
     prune_calibrated,
     prune_compat_chunk,
@@ -89,6 +91,40 @@ def test_drop_consecutive_collapses_repeated_force_words():
         drop_consecutive=True,
     )
     assert prune(s, 1.0) == "Step : go"
+
+
+def test_protect_words_forces_numbers_and_force_tokens():
+    text = "Step 1: she has 12 x 2 = 24 pens, 3.5 each."
+    starts, ends = regex_words(text)
+    words = [text[a:b] for a, b in zip(starts, ends, strict=True)]
+    base = np.arange(len(words), dtype=float)
+    same, keys = protect_words(text, starts, ends, base)
+    assert np.array_equal(same, base) and keys is None
+    digits, _ = protect_words(text, starts, ends, base, keep_digits=True)
+    assert [w for w, v in zip(words, digits, strict=True) if np.isinf(v)] == ["1", "12", "2", "24", "3.5"]
+    both, keys = protect_words(text, starts, ends, base, force_tokens=["Step", ":"], keep_digits=True)
+    assert [w for w, v in zip(words, both, strict=True) if np.isinf(v)] == [
+        "Step",
+        "1",
+        ":",
+        "12",
+        "2",
+        "24",
+        "3.5",
+    ]
+    assert keys.tolist() == [0 if w == "Step" else 1 if w == ":" else -1 for w in words]
+    # pruned to any γ, the protected words survive
+    kept = prune(ScoredText(text, starts, ends, both, keys), 0.1)
+    assert kept == "Step 1: 12 2 24 3.5"
+
+
+def test_join_words_never_runs_kept_numbers_together():
+    text = "So 84/2 = 42, $50-$8 and 我们的"
+    starts, ends = regex_words(text)
+    words = [text[a:b] for a, b in zip(starts, ends, strict=True)]
+    keep = np.array([w not in ("/", "=", "-", "们") for w in words])
+    assert join_words(text, starts, ends, keep) == "So 84 2 42, $50$8 and 我的"  # "$" cannot merge numbers
+    assert join_words(text, starts, ends, np.ones(len(words), dtype=bool)) == text
 
 
 def test_calibrated_pruning_uses_real_token_counts():

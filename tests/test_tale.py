@@ -12,7 +12,8 @@ from tokenskip.errors import UserError
 from tokenskip.inference import tale
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
 from tokenskip.inference.tale_budget import get_template
-from tokenskip.training.tale_pt import dpo_pairs, prepare_out, read_traces, sft_examples
+from tokenskip.training import runs
+from tokenskip.training.tale_pt import ADAPTER_INFO, dpo_pairs, read_traces, sft_examples
 
 
 class WordTokenizer:
@@ -231,6 +232,10 @@ def test_tale_pt_data_from_traces(questions, tmp_path, scripted):
     traces[2]["searched"] = False
     assert [p["id"] for p in dpo_pairs(traces, tmpl)] == ["q0", "q3", "q4"]
     assert [e["id"] for e in sft_examples(traces, tmpl)] == ["q0", "q1", "q3", "q4"]
+
+
+def prepare_out(out, settings, **kwargs):  # TALE-PT's call: every setting but progress must match
+    return runs.prepare_out(out, settings, adapter_info=ADAPTER_INFO, **kwargs)
 
 
 def test_prepare_out_resume_rules(tmp_path):

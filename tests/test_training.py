@@ -11,6 +11,7 @@ import pytest
 from tokenskip.cli import main
 from tokenskip.data.prompts import get_preset
 from tokenskip.errors import UserError
+from tokenskip.training.runs import last_complete_checkpoint, prepare_out, trim_log
 from tokenskip.training.sft import (
     Example,
     build_mixture,
@@ -23,13 +24,12 @@ from tokenskip.training.sft import (
     to_alpaca,
 )
 from tokenskip.training.train import (
+    _RUN_KEYS,
+    ADAPTER_INFO,
     IGNORE_INDEX,
-    _prepare_out,
     _sampling_args,
-    _trim_log,
     collate,
     completion_start,
-    last_complete_checkpoint,
     split_eval,
     tokenize_example,
 )
@@ -312,14 +312,22 @@ def test_last_complete_checkpoint_skips_half_written(tmp_path):
     assert last_complete_checkpoint(tmp_path).name == "checkpoint-10"
 
 
+def _prepare_out(out, settings, resume, overwrite):
+    return prepare_out(
+        out, settings, resume=resume, overwrite=overwrite, adapter_info=ADAPTER_INFO, compare=_RUN_KEYS
+    )
+
+
 def test_prepare_out_resumes_and_refuses_changed_settings(tmp_path):
     settings = {"data_sha256": "abc", "model": "m", "learning_rate": 1e-4, "save_steps": 5}
     assert _prepare_out(tmp_path, settings, resume=True, overwrite=False) is None
     _ckpt(tmp_path / "checkpoints", 5, True)
     _ckpt(tmp_path / "checkpoints", 10, False)
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (5, 6, 7)))
     # save_steps does not change the result: resuming with another value is fine
     got = _prepare_out(tmp_path, {**settings, "save_steps": 7}, resume=True, overwrite=False)
     assert got.name == "checkpoint-5" and not (tmp_path / "checkpoints" / "checkpoint-10").exists()
+    assert (tmp_path / "train_log.jsonl").read_text() == '{"step": 5}\n'  # steps after the checkpoint dropped
     with pytest.raises(UserError, match="learning_rate"):
         _prepare_out(tmp_path, {**settings, "learning_rate": 1e-3}, resume=True, overwrite=False)
     assert _prepare_out(tmp_path, {**settings, "learning_rate": 1e-3}, resume=True, overwrite=True) is None
@@ -333,7 +341,7 @@ def test_trim_log_drops_steps_after_checkpoint_and_partial_line(tmp_path):
     log.write_text(
         "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4)) + '{"step": 5, "lo'
     )
-    _trim_log(log, 2)
+    trim_log(log, 2)
     assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2]
 
 

@@ -112,7 +112,8 @@ def make_scorer(
         from tokenskip.models import DEFAULT_MODEL
 
         kwargs = {"max_batch_tokens": max_batch_tokens} if max_batch_tokens else {}
-        return SelfInfoScorer(checkpoint or DEFAULT_MODEL, device=device, dtype=dtype, **kwargs)
+        return SelfInfoScorer(checkpoint or DEFAULT_MODEL, device=device, dtype=dtype, force_tokens=force_tokens,
+                              keep_digits=keep_digits, drop_consecutive=drop_consecutive, **kwargs)  # fmt: skip
     if scorer == "random":
         from tokenskip.compressors.baselines import RandomScorer
 
@@ -527,9 +528,9 @@ def compress(
             newlines) or ``compat`` (word-for-word llmlingua ``compress_prompt(cot, rate=γ)`` output).
         model: target model whose tokenizer defines γ and the token counts (alias, hub id or folder).
         field: input field holding the CoT.
-        force_tokens: tokens always kept (llmlingua2 scorer), e.g. ``[Step, ":"]``.
-        keep_digits: always keep words containing a digit (llmlingua2 scorer).
-        drop_consecutive: drop a force token that repeats the kept word before it (llmlingua2 scorer).
+        force_tokens: tokens always kept (llmlingua2 and selfinfo scorers), e.g. ``[Step, ":"]``.
+        keep_digits: always keep words containing a digit (llmlingua2 and selfinfo scorers).
+        drop_consecutive: drop a force token that repeats the kept word before it (llmlingua2 and selfinfo).
         tokenskip_llama3: TokenSkip's LLaMA-3 settings: force tokens Step and ``:``, keep digits,
             drop consecutive.
         device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda``, ``cuda:1`` ...
@@ -566,6 +567,8 @@ def compress(
     if tokenskip_llama3:
         forced = forced + [t for t in ("Step", ":") if t not in forced]
         keep_digits = drop_consecutive = True
+    if (forced or keep_digits or drop_consecutive) and scorer in ("random", "truncation"):
+        raise UserError(f"--force_tokens/--keep_digits/--drop_consecutive do not apply to --scorer {scorer}")
     k, n_shards = parse_shard(shard)
     device_list = _resolve_devices(devices, device, scorer)
     if len(device_list) > 1 and n_shards > 1:

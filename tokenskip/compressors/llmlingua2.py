@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from tokenskip.compressors.base import Scorer, first_line, resolve_device_dtype, run_batched
-from tokenskip.compressors.prune import CompatChunk, CompatScored, ScoredText, regex_words
+from tokenskip.compressors.prune import CompatChunk, CompatScored, ScoredText, protect_words, regex_words
 from tokenskip.errors import UserError
 
 DEFAULT_CHECKPOINT = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
@@ -351,22 +351,10 @@ class LLMLingua2Scorer(Scorer):
             np.minimum.at(first_tok, word, tok)
             has = first_tok < len(ids)
             scores[has] = probs[first_tok[has]]
-        forced = np.zeros(n, dtype=bool)
-        if self.keep_digits:
-            digit = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-            is_digit = (digit >= 48) & (digit <= 57)
-            prefix = np.concatenate([[0], np.cumsum(is_digit)])
-            forced |= prefix[ends] - prefix[starts] > 0
-        force_keys = None
-        if self.force_tokens:
-            index = {t: i for i, t in enumerate(self.force_tokens)}
-            bodies = [text[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-            force_keys = np.array([index.get(w, -1) for w in bodies], dtype=np.int64)
-            forced |= force_keys >= 0
-            # a force token the regex splits (e.g. "<<") is matched token by token
+        scores, force_keys = protect_words(text, starts, ends, scores, self.force_tokens, self.keep_digits)
+        if self.force_tokens:  # a force token the regex splits (e.g. "<<") is matched token by token
             tok_force = self._force_tok[ids][tok]
-            forced[word[tok_force]] = True
-        scores = np.where(forced, np.inf, scores)
+            scores[word[tok_force]] = np.inf
         return ScoredText(
             text=text,
             starts=starts,

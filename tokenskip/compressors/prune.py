@@ -18,7 +18,7 @@ Two kinds of scored text exist:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,6 +138,34 @@ def select_words(scores: np.ndarray, costs: np.ndarray, ratio: float) -> np.ndar
     return keep
 
 
+def protect_words(
+    text: str,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    scores: np.ndarray,
+    force_tokens: Sequence[str] = (),
+    keep_digits: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Words that are always kept: scores set to ``+inf`` for every word equal to a force token and, with
+    ``keep_digits``, every word containing an ASCII digit (llmlingua's ``force_reserve_digit``).
+
+    Returns the new scores and each word's force-token index (-1 for other words; None without force
+    tokens), which ``drop_consecutive`` needs.
+    """
+    forced = np.zeros(len(starts), dtype=bool)
+    if keep_digits and len(starts):
+        code = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        prefix = np.concatenate([[0], np.cumsum((code >= 48) & (code <= 57))])
+        forced |= prefix[ends] - prefix[starts] > 0
+    force_keys = None
+    if force_tokens:
+        index = {t: i for i, t in enumerate(force_tokens)}
+        bodies = [text[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        force_keys = np.array([index.get(w, -1) for w in bodies], dtype=np.int64)
+        forced |= force_keys >= 0
+    return np.where(forced, np.inf, scores), force_keys
+
+
 def _collapse_consecutive(keep: np.ndarray, force_keys: np.ndarray) -> np.ndarray:
     """Drop a kept force word that repeats the kept word before it (llmlingua's ``drop_consecutive``)."""
     idx = np.flatnonzero(keep)
@@ -161,6 +189,10 @@ def gap_newlines(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.append(nl_prefix[starts] - nl_prefix[prev_end], 0)
 
 
+def _ascii_alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
 def join_words(
     text: str, starts: np.ndarray, ends: np.ndarray, keep: np.ndarray, gap_nl: np.ndarray | None = None
 ) -> str:
@@ -168,7 +200,8 @@ def join_words(
 
     Between two kept words goes the original whitespace before the second one; where dropped words in
     between contained line breaks, the largest line break (``\\n`` or ``\\n\\n`` ...) is kept instead, so
-    the compressed CoT keeps its line structure.
+    the compressed CoT keeps its line structure. Where a dropped word was all that separated two kept
+    words that would otherwise run together (``84/2`` without ``/``), a space goes between them.
     """
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
@@ -179,19 +212,16 @@ def join_words(
     e = ends.tolist()
     k = kept.tolist()
     parts = [text[s[k[0]] : e[k[0]]]]
-    if gap_nl.any():
-        # for kept word j >= 1: the largest line break among gaps of words kept[j-1]+1 .. kept[j]
-        region_nl = np.maximum.reduceat(gap_nl, kept + 1)[:-1].tolist()  # ranges [kept[j-1]+1, kept[j]+1)
-        for nl, i in zip(region_nl, k[1:], strict=True):
-            gap = text[e[i - 1] : s[i]]
-            if nl and gap.count("\n") < nl:
-                gap = "\n" * nl
-            parts.append(gap)
-            parts.append(text[s[i] : e[i]])
-    else:
-        for i in k[1:]:
-            parts.append(text[e[i - 1] : s[i]])
-            parts.append(text[s[i] : e[i]])
+    # for kept word j >= 1: the largest line break among gaps of words kept[j-1]+1 .. kept[j]
+    region_nl = np.maximum.reduceat(gap_nl, kept + 1)[:-1].tolist() if gap_nl.any() else [0] * (len(k) - 1)
+    for prev, i, nl in zip(k[:-1], k[1:], region_nl, strict=True):
+        gap = text[e[i - 1] : s[i]]
+        if nl and gap.count("\n") < nl:
+            gap = "\n" * nl
+        elif not gap and i - prev > 1 and _ascii_alnum(text[e[prev] - 1]) and _ascii_alnum(text[s[i]]):
+            gap = " "  # "84/2" without "/" is "84 2", not the number 842
+        parts.append(gap)
+        parts.append(text[s[i] : e[i]])
     return "".join(parts)
 
 

@@ -3,6 +3,8 @@
 Each token's surprisal ``-log p(token | prefix)`` under a causal LM (default: the embedded model, so it
 works offline) is summed over the word it belongs to (words: :data:`tokenskip.compressors.prune.WORD_RE`).
 This is the Selective-Context baseline of the TokenSkip paper and tokenskip's offline default scorer.
+Force tokens, ``keep_digits`` and ``drop_consecutive`` work as for the LLMLingua-2 scorer (TokenSkip's
+LLaMA-3 settings keep every number of the CoT).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tokenskip.compressors.base import Scorer, resolve_device_dtype, run_batched
-from tokenskip.compressors.prune import ScoredText, regex_words, token_word_index
+from tokenskip.compressors.prune import ScoredText, protect_words, regex_words, token_word_index
 from tokenskip.errors import UserError
 
 
@@ -28,6 +30,9 @@ class SelfInfoScorer(Scorer):
         window: tokens per model window; longer texts are scored window by window (never truncated).
         max_batch_tokens: padded tokens per forward pass.
         max_batch_size: rows per forward pass.
+        force_tokens: words always kept (e.g. ``["Step", ":"]``).
+        keep_digits: always keep words containing a digit.
+        drop_consecutive: drop a force token that repeats the kept word before it.
         trust_remote_code: allow checkpoints with custom code (off by default).
     """
 
@@ -42,6 +47,9 @@ class SelfInfoScorer(Scorer):
         window: int = 1024,
         max_batch_tokens: int = 8192,
         max_batch_size: int = 64,
+        force_tokens: Sequence[str] = (),
+        keep_digits: bool = False,
+        drop_consecutive: bool = False,
         trust_remote_code: bool = False,
     ) -> None:
         from tokenskip.models import load_model
@@ -64,12 +72,18 @@ class SelfInfoScorer(Scorer):
         self.window = window
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
+        self.force_tokens = [str(t) for t in force_tokens]
+        self.keep_digits = keep_digits
+        self.drop_consecutive = drop_consecutive
 
     def describe(self) -> dict[str, Any]:
         return {
             "scorer": self.name,
             "model": self.model_name,
             "aggregate": self.aggregate,
+            "force_tokens": self.force_tokens,
+            "keep_digits": self.keep_digits,
+            "drop_consecutive": self.drop_consecutive,
             "device": self.device,
         }
 
@@ -115,5 +129,8 @@ class SelfInfoScorer(Scorer):
                 scores = np.bincount(idx[inside], weights=surprisal[ti][inside], minlength=len(starts))
                 if self.aggregate == "mean":
                     scores = scores / np.maximum(np.bincount(idx[inside], minlength=len(starts)), 1)
-            out.append(ScoredText(text, starts, ends, scores))
+            scores, force_keys = protect_words(
+                text, starts, ends, scores, self.force_tokens, self.keep_digits
+            )
+            out.append(ScoredText(text, starts, ends, scores, force_keys, self.drop_consecutive))
         return out

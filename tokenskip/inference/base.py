@@ -126,6 +126,11 @@ class Generator(ABC):
                 on_text(i, g.text)
         return gens
 
+    def eos_ids(self) -> set[int]:
+        """The target tokenizer's end-of-sequence id(s): a generation ends at the first of them."""
+        eos = self.tokenizer.eos_token_id
+        return set(eos) if isinstance(eos, list) else {eos}
+
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` in the target tokenizer (no special tokens added)."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -81,7 +81,7 @@ class HFGenerator(Generator):
         if config.stop:
             kwargs.update(stop_strings=list(config.stop), tokenizer=tok)
         streamer = (
-            _BatchStreamer(tok, len(prompts), self._eos_ids(), config.stop, on_text) if on_text else None
+            _BatchStreamer(tok, len(prompts), self.eos_ids(), config.stop, on_text) if on_text else None
         )
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -96,13 +96,9 @@ class HFGenerator(Generator):
             streamer.finish([g.text for g in gens])
         return gens
 
-    def _eos_ids(self) -> set[int]:
-        eos = self.tokenizer.eos_token_id
-        return set(eos) if isinstance(eos, list) else {eos}
-
     def _finish(self, ids: list[int], config: SamplingConfig, latency: float, bs: int) -> Generation:
         tok = self.tokenizer
-        eos_ids = self._eos_ids()
+        eos_ids = self.eos_ids()
         n, reason = len(ids), "length"
         for i, t in enumerate(ids):
             if t in eos_ids:

@@ -190,12 +190,10 @@ class VLLMGenerator(Generator):
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest(Path(adapter).name or "adapter", 1, str(Path(adapter).resolve()))
-        eos = self.tokenizer.eos_token_id
-        self._eos_ids = set(eos) if isinstance(eos, list) else {eos}
+        self._eos = self.eos_ids()
 
-    def generate(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
-        if not prompts:
-            return []
+    def _requests(self, prompts: list[str], config: SamplingConfig) -> tuple[list[Any], Any]:
+        """Token-id prompts (tokenized here exactly as the hf backend does) and their SamplingParams."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -203,7 +201,12 @@ class VLLMGenerator(Generator):
         inputs = [
             TokensPrompt(prompt_token_ids=tok(p, add_special_tokens=False)["input_ids"]) for p in prompts
         ]
-        params = SamplingParams(**sampling_kwargs(config))
+        return inputs, SamplingParams(**sampling_kwargs(config))
+
+    def generate(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
+        if not prompts:
+            return []
+        inputs, params = self._requests(prompts, config)
         t0 = time.perf_counter()
         outputs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora_request)
         per = (time.perf_counter() - t0) / len(prompts)
@@ -220,13 +223,10 @@ class VLLMGenerator(Generator):
         """
         if not prompts:
             return []
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        tok = self.tokenizer
         engine = self.llm.llm_engine
-        params = SamplingParams(**sampling_kwargs(config))
+        inputs, params = self._requests(prompts, config)
         params.output_kind = RequestOutputKind.CUMULATIVE
         tag = uuid.uuid4().hex[:12]
         index = {f"tokenskip-{tag}-{i}": i for i in range(len(prompts))}
@@ -235,10 +235,7 @@ class VLLMGenerator(Generator):
         t0 = time.perf_counter()
         try:
             for rid, i in index.items():
-                ids = tok(prompts[i], add_special_tokens=False)["input_ids"]
-                engine.add_request(
-                    rid, TokensPrompt(prompt_token_ids=ids), params, lora_request=self.lora_request
-                )
+                engine.add_request(rid, inputs[i], params, lora_request=self.lora_request)
             while len(finished) < len(prompts) and engine.has_unfinished_requests():
                 for out in engine.step():
                     i = index.get(out.request_id)
@@ -265,7 +262,7 @@ class VLLMGenerator(Generator):
 
     def _finish(self, out: Any, latency: float, bs: int) -> Generation:
         ids = list(out.token_ids)
-        while ids and ids[-1] in self._eos_ids:  # vLLM keeps the EOS id; the record counts without it
+        while ids and ids[-1] in self._eos:  # vLLM keeps the EOS id; the record counts without it
             ids.pop()
         n = len(ids)
         reason = "length" if out.finish_reason == "length" else "stop"

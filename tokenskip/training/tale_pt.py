@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -31,12 +30,9 @@ from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.errors import UserError
 from tokenskip.inference.tale_budget import TaleTemplate, get_template
 from tokenskip.models import DEFAULT_MODEL
-from tokenskip.training.train import last_complete_checkpoint
+from tokenskip.training.runs import CHECKPOINTS, LOG_FILE, jsonl_log_callback, last_logged, prepare_out
 
 ADAPTER_INFO = "tale_adapter.json"
-RUN_CONFIG = "train_config.json"
-LOG_FILE = "train_log.jsonl"
-CHECKPOINTS = "checkpoints"
 
 
 # ----------------------------------------------------------------------------------- configuration
@@ -258,87 +254,6 @@ def _digest(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-# --------------------------------------------------------------------------------- resume helpers
-
-
-def prepare_out(out_dir: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> Path | None:
-    """Check OUT against a previous run and return the checkpoint to resume from (or None)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file")
-    if overwrite:
-        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
-        for name in (ADAPTER_INFO, LOG_FILE, RUN_CONFIG, "adapter_model.safetensors", "adapter_config.json"):
-            (out_dir / name).unlink(missing_ok=True)
-    if (out_dir / ADAPTER_INFO).exists():
-        raise UserError(
-            f"--out {out_dir} already holds a finished adapter; pick another --out or pass --overwrite"
-        )
-    config_path = out_dir / RUN_CONFIG
-    if config_path.exists():
-        old = json.loads(config_path.read_text(encoding="utf-8"))
-        diff = [
-            k for k in sorted(set(old) | set(settings)) if k != "progress" and old.get(k) != settings.get(k)
-        ]
-        if diff:
-            changes = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff[:6])
-            raise UserError(
-                f"--out {out_dir} holds an interrupted run with other settings ({changes}); "
-                "use the same settings to resume, another --out, or --overwrite"
-            )
-    ckpt = last_complete_checkpoint(out_dir / CHECKPOINTS)
-    if ckpt is not None and not resume:
-        shutil.rmtree(out_dir / CHECKPOINTS)
-        ckpt = None
-    if ckpt is not None:  # drop checkpoints newer than the last complete one (cut by the interruption)
-        for c in (out_dir / CHECKPOINTS).iterdir():
-            if c.is_dir() and c.name[11:].isdigit() and int(c.name[11:]) > int(ckpt.name[11:]):
-                shutil.rmtree(c)
-        _trim_log(out_dir / LOG_FILE, json.loads((ckpt / "trainer_state.json").read_text())["global_step"])
-    else:
-        (out_dir / LOG_FILE).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_path, settings)
-    return ckpt
-
-
-def _trim_log(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-
-
-def _log_callback(path: Path) -> Any:
-    from transformers import TrainerCallback
-
-    class JsonlLog(TrainerCallback):
-        """Append every trainer log (loss, rewards, learning rate) to ``train_log.jsonl``."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if state.is_world_process_zero and logs:
-                with path.open("a", encoding="utf-8") as f:
-                    f.write(
-                        json.dumps({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs})
-                        + "\n"
-                    )
-
-    return JsonlLog()
-
-
-def _last(history: list[dict[str, Any]], key: str) -> float | None:
-    for rec in reversed(history):
-        if key in rec:
-            v = float(rec[key])
-            return round(v, 4) if math.isfinite(v) else v
-    return None
-
-
 # -------------------------------------------------------------------------------------- training
 
 
@@ -386,7 +301,9 @@ def _train(
     out_dir = Path(out)
     settings = {"kind": kind, "traces": str(traces), "data_sha256": _digest(data), "model": model,
                 "template": tmpl.name, "dtype": dtype, **asdict(config)}  # fmt: skip
-    resume_from = prepare_out(out_dir, settings, resume=resume, overwrite=overwrite)
+    resume_from = prepare_out(
+        out_dir, settings, resume=resume, overwrite=overwrite, adapter_info=ADAPTER_INFO
+    )
 
     import torch
     from datasets import Dataset
@@ -409,7 +326,7 @@ def _train(
     args = config.to_trl(str(out_dir / CHECKPOINTS), bf16=torch_dtype == torch.bfloat16,
                          fp16=torch_dtype == torch.float16, use_cpu=dev == "cpu", progress=progress)  # fmt: skip
     common = {"model": base, "args": args, "train_dataset": train_set, "processing_class": tok,
-              "peft_config": config.lora_config(), "callbacks": [_log_callback(out_dir / LOG_FILE)]}  # fmt: skip
+              "peft_config": config.lora_config(), "callbacks": [jsonl_log_callback(out_dir / LOG_FILE)]}  # fmt: skip
     try:
         if kind == "sft":
             from trl import SFTTrainer
@@ -429,7 +346,7 @@ def _train(
               f"parameters ({100 * trainable / total:.3f}%), {dev}, {torch_dtype}", flush=True)  # fmt: skip
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     history = trainer.state.log_history
-    loss = _last(history, "loss")
+    loss = last_logged(history, "loss")
     if main:
         meta = {
             "method": f"TALE-PT-{kind.upper()}",

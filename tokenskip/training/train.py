@@ -21,7 +21,6 @@ tokenskip.cli train ...`` (data parallel; ``--batch_size`` is per device).
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -33,12 +32,17 @@ from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.data.prompts import PromptPreset, format_prompt, format_ratio, user_message
 from tokenskip.errors import UserError
 from tokenskip.models import DEFAULT_MODEL
+from tokenskip.training.runs import (
+    CHECKPOINTS,
+    LOG_FILE,
+    jsonl_log_callback,
+    last_complete_checkpoint,
+    last_logged,
+    prepare_out,
+)
 from tokenskip.training.sft import SFT_FILE, preset_from_info, read_sft_info, user_text
 
 ADAPTER_INFO = "tokenskip_adapter.json"
-RUN_CONFIG = "train_config.json"
-LOG_FILE = "train_log.jsonl"
-CHECKPOINTS = "checkpoints"
 IGNORE_INDEX = -100
 
 # settings that change the result: a resumed run must match the interrupted one on all of these
@@ -162,21 +166,6 @@ def _sampling_args(args_cls: type, group_by_length: bool) -> dict[str, Any]:
     return {"group_by_length": True}
 
 
-def last_complete_checkpoint(folder: str | Path) -> Path | None:
-    """Newest ``checkpoint-N`` that was fully written (``trainer_state.json`` is the Trainer's last file)."""
-    d = Path(folder)
-    if not d.is_dir():
-        return None
-    found = []
-    for c in d.iterdir():
-        if c.is_dir() and c.name.startswith("checkpoint-") and c.name[11:].isdigit():
-            found.append((int(c.name[11:]), c))
-    for _, c in sorted(found, reverse=True):
-        if (c / "trainer_state.json").exists() and any(c.glob("adapter_model.*")):
-            return c
-    return None
-
-
 def _data_rows(data_dir: Path, info: dict[str, Any], preset: PromptPreset) -> list[dict[str, Any]]:
     rows = []
     for lineno, row in read_jsonl(data_dir / SFT_FILE):
@@ -206,36 +195,6 @@ class _Rows:
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         return self.items[i]
-
-
-def _log_callback(path: Path):
-    from transformers import TrainerCallback
-
-    class JsonlLossLog(TrainerCallback):
-        """Append every Trainer log (loss, learning rate, eval loss) to ``train_log.jsonl``."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if state.is_world_process_zero and logs:
-                rec = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
-                with path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(rec) + "\n")
-                    f.flush()
-
-    return JsonlLossLog()
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint we resume from)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError):
-            continue  # half-written last line of a killed run
-    path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
 
 
 def _sha256(path: Path) -> str:
@@ -404,7 +363,14 @@ def train(
         "dtype": dtype, "save_steps": save_steps, "group_by_length": group_by_length,
     }  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
-        resume_from = _prepare_out(out_dir, settings, resume=resume, overwrite=overwrite)
+        resume_from = prepare_out(
+            out_dir,
+            settings,
+            resume=resume,
+            overwrite=overwrite,
+            adapter_info=ADAPTER_INFO,
+            compare=_RUN_KEYS,
+        )
     else:  # other data-parallel ranks only read what rank 0 prepares
         resume_from = last_complete_checkpoint(out_dir / CHECKPOINTS) if resume and not overwrite else None
 
@@ -521,7 +487,7 @@ def train(
         train_dataset=train_set,
         eval_dataset=eval_set if len(eval_set) else None,
         data_collator=lambda feats: collate(feats, tok.pad_token_id),
-        callbacks=[_log_callback(log_path)],
+        callbacks=[jsonl_log_callback(log_path)],
     )
     main_process = trainer.is_world_process_zero()
     if main_process:
@@ -531,8 +497,6 @@ def train(
             f"{trainable:,} trainable parameters ({100 * trainable / total:.3f}%), {dev}, {torch_dtype}",
             flush=True,
         )
-        if resume_from:
-            _trim_log(log_path, json.loads((resume_from / "trainer_state.json").read_text())["global_step"])
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     eval_loss = None
     if len(eval_set):
@@ -541,7 +505,7 @@ def train(
             eval_loss = round(float(last[-1]["eval_loss"]), 4)
         else:
             eval_loss = round(float(trainer.evaluate()["eval_loss"]), 4)
-    train_loss = _last_train_loss(trainer.state.log_history)
+    train_loss = last_logged(trainer.state.log_history, "loss")
 
     # 4. adapter + card, written last (tokenskip_adapter.json marks a finished run)
     result = TrainResult(str(out_dir), trainer.state.global_step, train_loss, eval_loss,
@@ -606,55 +570,6 @@ def _check_args(
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
-
-
-def _prepare_out(out_dir: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> Path | None:
-    """Check OUT against a previous run; return the checkpoint to resume from (or None)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file")
-    config_path = out_dir / RUN_CONFIG
-    if overwrite:
-        for name in (CHECKPOINTS,):
-            shutil.rmtree(out_dir / name, ignore_errors=True)
-        for name in (ADAPTER_INFO, LOG_FILE, RUN_CONFIG, "adapter_model.safetensors", "adapter_config.json"):
-            (out_dir / name).unlink(missing_ok=True)
-    if (out_dir / ADAPTER_INFO).exists():
-        raise UserError(
-            f"--out {out_dir} already holds a finished adapter; pick another --out or pass --overwrite"
-        )
-    if config_path.exists():
-        old = json.loads(config_path.read_text(encoding="utf-8"))
-        diff = [k for k in _RUN_KEYS if old.get(k) != settings.get(k)]
-        if diff:
-            changes = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff)
-            raise UserError(
-                f"--out {out_dir} holds an interrupted run with other settings ({changes}); "
-                "use the same settings to resume, another --out, or --overwrite"
-            )
-    ckpt = last_complete_checkpoint(out_dir / CHECKPOINTS)
-    if ckpt is not None and not resume:
-        shutil.rmtree(out_dir / CHECKPOINTS)
-        (out_dir / LOG_FILE).unlink(missing_ok=True)
-        ckpt = None
-    if ckpt is not None:
-        # a checkpoint newer than the last complete one was cut by the interruption: drop it
-        for c in (out_dir / CHECKPOINTS).iterdir():
-            if c.is_dir() and c.name.startswith("checkpoint-") and c.name[11:].isdigit():
-                if int(c.name[11:]) > int(ckpt.name[11:]):
-                    shutil.rmtree(c)
-    elif (out_dir / LOG_FILE).exists():
-        (out_dir / LOG_FILE).unlink()  # nothing to resume: the log starts over with the run
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_path, settings)
-    return ckpt
-
-
-def _last_train_loss(history: list[dict[str, Any]]) -> float | None:
-    for rec in reversed(history):
-        if "loss" in rec:
-            v = float(rec["loss"])
-            return round(v, 4) if math.isfinite(v) else v
-    return None
 
 
 def _save_adapter(model: Any, out_dir: Path, meta: dict[str, Any]) -> None:
