@@ -50,7 +50,10 @@ PRESETS: dict[str, PromptPreset] = {
 }
 
 
-def get_preset(name: str) -> PromptPreset:
+def get_preset(name: PromptPreset | str) -> PromptPreset:
+    """A preset by name (a :class:`PromptPreset` passes through unchanged, e.g. one read from an adapter)."""
+    if isinstance(name, PromptPreset):
+        return name
     if name not in PRESETS:
         raise UserError(f"unknown prompt preset '{name}' (known: {', '.join(PRESETS)})")
     return PRESETS[name]
@@ -89,7 +92,7 @@ def chat_messages(
     preset: PromptPreset | str = "default",
     eos_token: str | None = None,
 ) -> list[dict[str, str]]:
-    p = get_preset(preset) if isinstance(preset, str) else preset
+    p = get_preset(preset)
     messages = []
     if p.system is not None:
         messages.append({"role": "system", "content": p.system})
@@ -111,7 +114,7 @@ def format_prompt(
 
 def format_target(cot: str, answer: str, preset: PromptPreset | str = "default") -> str:
     """Training target: the (compressed) CoT, then the never-compressed final-answer sentence."""
-    p = get_preset(preset) if isinstance(preset, str) else preset
+    p = get_preset(preset)
     return cot.rstrip() + p.answer_template.format(answer=answer)
 
 

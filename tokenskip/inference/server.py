@@ -113,8 +113,7 @@ class ServerConfig:
             raise UserError(f"--request_timeout must be > 0, got {self.request_timeout_s}")
         if self.api_key is not None and not self.api_key.strip():
             raise UserError("--api_key is empty")
-        if isinstance(self.preset, str):
-            get_preset(self.preset)
+        get_preset(self.preset)
         from tokenskip.inference.tale_budget import get_template
 
         try:
@@ -330,7 +329,7 @@ def build_chat_prompt(
     question = last["content"]
     if not question.strip():
         raise APIError(400, "the last user message is empty", "messages")
-    p = get_preset(preset) if isinstance(preset, str) else preset
+    p = get_preset(preset)
     if len(messages) == 1:
         if budget is not None:
             from tokenskip.inference.tale import chat_prompt

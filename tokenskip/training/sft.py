@@ -17,7 +17,6 @@ with ``tokenskip train`` or with LLaMA-Factory:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 import re
 from collections import Counter
@@ -36,7 +35,7 @@ from tokenskip.data.prompts import (
     user_message,
 )
 from tokenskip.errors import UserError
-from tokenskip.models import DEFAULT_MODEL
+from tokenskip.models import DEFAULT_MODEL, sha256_file
 
 SFT_FILE = "sft.jsonl"
 INFO_FILE = "sft_info.json"
@@ -59,7 +58,7 @@ def resolve_sft_preset(
     preset: str | PromptPreset, delimiter: str | None, eos_token: str | None
 ) -> PromptPreset:
     """The preset with its delimiter made explicit (``--delimiter``, else the preset's, else the EOS token)."""
-    p = get_preset(preset) if isinstance(preset, str) else preset
+    p = get_preset(preset)
     delim = delimiter if delimiter is not None else p.delimiter if p.delimiter is not None else eos_token
     if not delim:
         raise UserError("no ratio delimiter: the tokenizer has no EOS token; pass --delimiter")
@@ -193,14 +192,6 @@ def to_alpaca(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
 
 
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_sft(
     original: str,
     compressed: str,
@@ -275,7 +266,7 @@ def build_sft(
         "answer_template": resolved.answer_template,
         "seed": seed,
         "mixture": "every_ratio" if every_ratio else "one_drawn_ratio",
-        "original": {"path": str(original), "sha256": _sha256(original)},
+        "original": {"path": str(original), "sha256": sha256_file(original)},
         "compressed": str(compressed),
         "issues": dict(counts),
     }

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.data.prompts import PromptPreset, format_prompt, format_ratio, user_message
 from tokenskip.errors import UserError
-from tokenskip.models import DEFAULT_MODEL
+from tokenskip.models import DEFAULT_MODEL, sha256_file
 from tokenskip.training.runs import (
     CHECKPOINTS,
     LOG_FILE,
@@ -197,16 +197,6 @@ class _Rows:
         return self.items[i]
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_adapter_preset(folder: str | Path) -> PromptPreset | None:
     """The prompt preset recorded in ``folder/tokenskip_adapter.json`` (an adapter from ``tokenskip train``
     or a model merged by ``tokenskip merge``); None when the folder has no such file."""
@@ -355,7 +345,7 @@ def train(
     )
     out_dir = Path(out)
     settings = {
-        "data": str(data_dir), "data_sha256": _sha256(data_dir / SFT_FILE), "model": model,
+        "data": str(data_dir), "data_sha256": sha256_file(data_dir / SFT_FILE), "model": model,
         "lora_rank": lora_rank, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "target_modules": target_modules, "learning_rate": learning_rate, "epochs": epochs,
         "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "scheduler": scheduler,
