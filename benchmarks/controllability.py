@@ -16,7 +16,8 @@ Pipeline (embedded model, CPU; every stage resumes when re-run with the same --w
 
 Prints, per γ: mean and median CoT tokens (target tokenizer, the text before "The final answer is:"), the
 achieved ratio (mean CoT tokens / mean CoT tokens at γ = 1.0), how many hit ``--max_new_tokens``, and
-accuracy.
+accuracy; with ``--probe N`` also whether the model reads the digit at all (each compressed training target
+scored under every γ's prompt: see ``ratio_sensitivity``).
 
     python benchmarks/controllability.py          # defaults: ~27 min on 2 idle CPU cores (128 LoRA steps ~21 min)
     python benchmarks/controllability.py --n_train 8 --n_test 4 --work /tmp/ctl-smoke   # smoke run
@@ -78,6 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="1: the scorer always keeps numbers (TokenSkip's LLaMA-3 setting); 0: plain surprisal",
     )
     ap.add_argument(
+        "--force_tokens",
+        default="",
+        help="comma-separated words the scorer always keeps (e.g. '=,+,-,*,/' keeps equations whole)",
+    )
+    ap.add_argument(
         "--group_by_length", type=int, default=1, help="1: train batches of similar length (less padding)"
     )
     ap.add_argument(
@@ -92,8 +98,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("hf", "vllm"),
         help="generation backend (hf merges the adapter into the weights: same outputs, faster)",
     )
+    ap.add_argument(
+        "--preset",
+        default="default",
+        help="prompt preset for training and generation (default: γ between the model's EOS tokens; "
+        "tokenskip: the original release's prompt, γ between plain-text <|eot_id|>)",
+    )
+    ap.add_argument(
+        "--probe",
+        type=int,
+        default=0,
+        help="after generating, score N training problems' compressed targets under every γ prompt: does the "
+        "model read the digit? (~11 s per problem)",
+    )
     ap.add_argument("--seed", type=int, default=42)
     return ap.parse_args(argv)
+
+
+def ratio_sensitivity(
+    model_dir: Path, sft_rows: list[dict], preset: str, n: int
+) -> dict[str, dict[str, float]]:
+    """Mean summed NLL of each γ's training target under the prompt for every γ (rows: target γ, columns:
+    prompt γ), over the first ``n`` problems that have every γ < 1. A model that reads the digit scores each
+    target best under its own γ (a lower diagonal); equal columns mean it only sees whether a γ is there."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    by_id: dict[str, dict[float, dict]] = {}
+    for row in sft_rows:
+        by_id.setdefault(row["id"], {})[float(row["ratio"])] = row
+    ratios = sorted({float(r["ratio"]) for r in sft_rows if float(r["ratio"]) < 1.0}, reverse=True)
+    problems = [rows for rows in by_id.values() if all(g in rows for g in ratios)][:n]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    nll = {(t, p): 0.0 for t in ratios for p in ratios}
+    with torch.inference_mode():
+        for rows in problems:
+            for t in ratios:
+                target = tok(rows[t]["output"], add_special_tokens=False).input_ids
+                for p in ratios:
+                    prompt = tok(
+                        format_prompt(tok, rows[t]["question"], p, preset), add_special_tokens=False
+                    ).input_ids
+                    logits = model(torch.tensor([prompt + target])).logits[0, len(prompt) - 1 : -1]
+                    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(target), reduction="sum")
+                    nll[(t, p)] += loss.item() / len(problems)
+    return {format_ratio(t): {format_ratio(p): round(nll[(t, p)], 2) for p in ratios} for t in ratios}
 
 
 def stage(name: str, t0: float) -> None:
@@ -107,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     # stages resume from --work: refuse to mix outputs of different settings
     keys = ("train_file", "model", "n_train", "train_ratios", "epochs", "learning_rate", "lora_rank",
-            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio", "group_by_length", "keep_digits")  # fmt: skip
+            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio", "group_by_length", "keep_digits", "force_tokens", "preset")  # fmt: skip
     settings = {k: getattr(args, k) for k in keys}
     if (work / "bench_settings.json").exists():
         old = json.loads((work / "bench_settings.json").read_text())
@@ -138,13 +188,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. compress with the offline selfinfo scorer (target tokenizer = the model's)
     compress(input=str(train_rows), out=str(work / "compressed"), ratios=args.train_ratios, scorer="selfinfo",
-             model=args.model, keep_digits=bool(args.keep_digits), progress=False)  # fmt: skip
+             model=args.model, keep_digits=bool(args.keep_digits), force_tokens=[t for t in args.force_tokens.split(",") if t],
+             progress=False)  # fmt: skip
     summary = json.loads((work / "compressed" / "summary.json").read_text())
     stage("compressed (selfinfo)", t0)
 
     # 3. TokenSkip's mixture (by default every problem at every ratio: see --every_ratio)
     info = build_sft(str(train_rows), str(work / "compressed"), str(work / "sft"), model=args.model, seed=args.seed,
-                     every_ratio=bool(args.every_ratio))  # fmt: skip
+                     every_ratio=bool(args.every_ratio), preset=args.preset)  # fmt: skip
     stage(f"SFT mixture {info['per_ratio']}", t0)
 
     # 4. LoRA
@@ -179,13 +230,14 @@ def main(argv: list[str] | None = None) -> dict:
         todo = [(ratio, r) for ratio in ratios for r in records if r.id not in writers[ratio].done]
         for start in range(0, len(todo), gen_batch):
             batch = todo[start : start + gen_batch]
-            prompts = [format_prompt(gen.tokenizer, r.question, ratio, "default") for ratio, r in batch]
+            prompts = [format_prompt(gen.tokenizer, r.question, ratio, args.preset) for ratio, r in batch]
             for (ratio, rec), g in zip(batch, gen.generate(prompts, sampling), strict=True):
                 cot = split_cot(g.text)
                 pred, ok = grade(g.text, rec.answer, rec.task)
                 writers[ratio].write({"id": rec.id, "ratio": ratio, "output": g.text,
                                       "cot_tokens": gen.count_tokens(cot), "output_tokens": g.num_tokens,
                                       "finish_reason": g.finish_reason, "prediction": pred, "correct": ok})  # fmt: skip
+        gen.close()
     stage(f"generated {len(todo)} answers at γ = {args.eval_ratios}", t0)
     results = {}
     ids = {r.id for r in records}
@@ -215,8 +267,23 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nmean CoT tokens strictly decreasing from γ=1.0 to γ=0.5: {monotone}")
     data_ratios = {k: v.get("mean_achieved_ratio") for k, v in summary.get("ratios", {}).items()}
     print(f"training targets (selfinfo): mean achieved ratio per γ {data_ratios}")
+    sensitivity = None
+    if args.probe > 0:
+        merged = work / "merged"
+        if not (merged / ADAPTER_INFO).exists():
+            merge(str(adapter), str(merged), overwrite=True)
+        sft_rows = [row for _, row in read_jsonl(work / "sft" / "sft.jsonl")]
+        sensitivity = ratio_sensitivity(merged, sft_rows, args.preset, args.probe)
+        cols = list(next(iter(sensitivity.values())))
+        print(
+            f"\nratio sensitivity: mean NLL of training targets (rows: target γ; columns: γ in the prompt; {args.probe} problems)"
+        )
+        print("| target \\ prompt | " + " | ".join(cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for t, row in sensitivity.items():
+            print(f"| {t} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |")
     print(f"wall time: {time.time() - t0:.0f}s")
-    report = {"args": vars(args), "train_data_achieved_ratio": data_ratios, "results": {format_ratio(k): v for k, v in results.items()},
+    report = {"ratio_sensitivity": sensitivity, "args": vars(args), "train_data_achieved_ratio": data_ratios, "results": {format_ratio(k): v for k, v in results.items()},
               "strictly_decreasing": monotone, "train_steps": meta["global_step"], "train_loss": meta["train_loss"],
               "sft_per_ratio": info["per_ratio"], "wall_s": round(time.time() - t0, 1)}  # fmt: skip
     write_json_atomic(work / "report.json", report)

@@ -11,7 +11,7 @@ import pytest
 from tokenskip.cli import main
 from tokenskip.data.prompts import get_preset
 from tokenskip.errors import UserError
-from tokenskip.training.runs import last_complete_checkpoint, prepare_out, trim_log
+from tokenskip.training.runs import last_complete_checkpoint, lora_config, prepare_out, trim_log
 from tokenskip.training.sft import (
     Example,
     build_mixture,
@@ -356,3 +356,12 @@ def test_train_rejects_bad_options_before_loading_the_model(tmp_path):
         train(str(tmp_path / "sft"), str(tmp_path / "b"), lora_rank=0)
     with pytest.raises(UserError, match="not a `tokenskip build-sft` folder"):
         train(str(original), str(tmp_path / "c"))
+
+
+def test_lora_config_parses_target_modules_and_refuses_an_empty_list():
+    cfg = lora_config(8, 16, 0.05, " q_proj, v_proj ,")
+    assert sorted(cfg.target_modules) == ["q_proj", "v_proj"]
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.task_type) == (8, 16, 0.05, "CAUSAL_LM")
+    assert lora_config(8, 16, 0.0, "all-linear").target_modules == "all-linear"
+    with pytest.raises(UserError, match="--target_modules is empty"):
+        lora_config(8, 16, 0.0, " , ")

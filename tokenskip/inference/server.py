@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from tokenskip.data.prompts import PromptPreset, check_ratio, format_prompt, get_preset, user_message
 from tokenskip.errors import UserError
-from tokenskip.inference.base import Generation, Generator, SamplingConfig
+from tokenskip.inference.base import Generation, Generator, SamplingConfig, TextDeltas
 from tokenskip.models import DEFAULT_MODEL
 
 API_KEY_ENV = "TOKENSKIP_API_KEY"
@@ -663,7 +663,7 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
             )
 
         pending = {task: i for i, task in enumerate(tasks)}
-        sent = [""] * len(tasks)
+        sent = [TextDeltas() for _ in tasks]  # what each choice has streamed, to send the rest at its end
         getter: asyncio.Future | None = None
         try:
             if kind == "chat":
@@ -686,8 +686,8 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
                     getter = None
                 while not pieces.empty():  # text queued before a task finished is sent before its end
                     items.append(pieces.get_nowait())
-                for i, text in items:
-                    sent[i] += text
+                for i, text in items:  # pieces are already safe increments (TextDeltas in the worker)
+                    sent[i].sent += text
                     yield content(i, text)
                 for task in [t for t in pending if t.done()]:
                     i = pending.pop(task)
@@ -697,7 +697,7 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
                         yield sse(e.body())
                         return
                     total_p, total_c = total_p + n_prompt, total_c + gen.num_tokens
-                    rest = gen.text[len(sent[i]) :] if gen.text.startswith(sent[i]) else ""
+                    rest = sent[i].finish(gen.text)
                     if rest:
                         yield content(i, rest)
                     if kind == "chat":

@@ -27,6 +27,21 @@ CHECKPOINTS = "checkpoints"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
+def lora_config(rank: int, alpha: int, dropout: float, target_modules: str) -> Any:
+    """peft's ``LoraConfig`` for a causal LM; ``target_modules``: ``all-linear`` or comma-separated names."""
+    from peft import LoraConfig
+
+    spec = target_modules.strip()
+    targets: str | list[str] = (
+        "all-linear" if spec == "all-linear" else [t.strip() for t in spec.split(",") if t.strip()]
+    )
+    if not targets:
+        raise UserError("--target_modules is empty")
+    return LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+
+
 def last_complete_checkpoint(folder: str | Path) -> Path | None:
     """Newest ``checkpoint-N`` that was fully written (``trainer_state.json`` is the Trainer's last file)."""
     d = Path(folder)

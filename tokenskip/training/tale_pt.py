@@ -30,7 +30,14 @@ from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.errors import UserError
 from tokenskip.inference.tale_budget import TaleTemplate, get_template
 from tokenskip.models import DEFAULT_MODEL
-from tokenskip.training.runs import CHECKPOINTS, LOG_FILE, jsonl_log_callback, last_logged, prepare_out
+from tokenskip.training.runs import (
+    CHECKPOINTS,
+    LOG_FILE,
+    jsonl_log_callback,
+    last_logged,
+    lora_config,
+    prepare_out,
+)
 
 ADAPTER_INFO = "tale_adapter.json"
 
@@ -94,22 +101,14 @@ class TalePTConfig:
              f"--warmup: a fraction < 1 or a number of steps, got {self.warmup}"),
             (self.save_steps >= 1, f"--save_steps must be >= 1, got {self.save_steps}"),
             (self.logging_steps >= 1, f"--logging_steps must be >= 1, got {self.logging_steps}"),
-            (bool(self.targets()), "--target_modules is empty"),
         ]  # fmt: skip
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
-
-    def targets(self) -> str | list[str]:
-        if self.target_modules.strip() == "all-linear":
-            return "all-linear"
-        return [t.strip() for t in self.target_modules.split(",") if t.strip()]
+        self.lora_config()  # --target_modules
 
     def lora_config(self) -> Any:
-        from peft import LoraConfig
-
-        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=self.targets(), task_type="CAUSAL_LM")  # fmt: skip
+        return lora_config(self.lora_rank, self.lora_alpha, self.lora_dropout, self.target_modules)
 
     def trainer_kwargs(
         self, output_dir: str, bf16: bool, fp16: bool, use_cpu: bool, progress: bool

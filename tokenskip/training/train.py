@@ -38,6 +38,7 @@ from tokenskip.training.runs import (
     jsonl_log_callback,
     last_complete_checkpoint,
     last_logged,
+    lora_config,
     prepare_out,
 )
 from tokenskip.training.sft import SFT_FILE, preset_from_info, read_sft_info, user_text
@@ -365,7 +366,7 @@ def train(
         resume_from = last_complete_checkpoint(out_dir / CHECKPOINTS) if resume and not overwrite else None
 
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, SchedulerType, Trainer, TrainingArguments, set_seed
 
     from tokenskip.models import load_tokenizer, resolve_device, resolve_dtype, resolve_model
@@ -377,6 +378,7 @@ def train(
         raise UserError(f"unknown --scheduler '{scheduler}' (one of: {known})") from None
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    lora = lora_config(lora_rank, lora_alpha, lora_dropout, target_modules)
     tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
     if info.get("delimiter_source") == "eos" and tok.eos_token != preset.delimiter:
         raise UserError(
@@ -419,18 +421,6 @@ def train(
     if gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
-    targets: str | list[str] = (
-        "all-linear"
-        if target_modules == "all-linear"
-        else [t.strip() for t in target_modules.split(",") if t.strip()]
-    )
-    lora = LoraConfig(
-        r=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
     try:
         peft_model = get_peft_model(base, lora)
     except ValueError as e:

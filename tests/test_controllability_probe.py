@@ -1,0 +1,53 @@
+"""The controllability benchmark's ratio-sensitivity probe on the embedded model (CPU, a few seconds)."""
+
+import importlib.util
+import math
+
+import pytest
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "controllability", REPO / "benchmarks" / "controllability.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(pid: str, question: str, targets: dict[float, str]) -> list[dict]:
+    return [{"id": pid, "ratio": r, "question": question, "output": t} for r, t in targets.items()]
+
+
+def test_ratio_sensitivity_scores_every_target_under_every_ratio(bench, embedded_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tokenskip.data.prompts import format_prompt
+
+    q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+    targets = {1.0: "Tom has 3 + 4 = 7 apples.\n\nThe final answer is: $\\boxed{7}$",
+               0.9: "Tom has 3 + 4 = 7 apples\n\nThe final answer is: $\\boxed{7}$",
+               0.7: "3 + 4 = 7 apples\n\nThe final answer is: $\\boxed{7}$",
+               0.5: "3 + 4 = 7\n\nThe final answer is: $\\boxed{7}$"}  # fmt: skip
+    rows = _rows("p0", q, targets) + _rows("p1", "What is 2 + 2?", {0.9: "2 + 2 = 4", 1.0: "2 + 2 = 4."})
+    got = bench.ratio_sensitivity(embedded_model_dir, rows, "default", n=5)
+    # γ = 1.0 rows are not probed; p1 lacks 0.7 and 0.5, so only p0 counts
+    assert list(got) == ["0.9", "0.7", "0.5"] and all(list(r) == ["0.9", "0.7", "0.5"] for r in got.values())
+    assert all(math.isfinite(v) and v > 0 for r in got.values() for v in r.values())
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32).eval()
+
+    def nll(target: str, ratio: float) -> float:  # the summed NLL of the target, scored on its own
+        prompt = tok(format_prompt(tok, q, ratio, "default"), add_special_tokens=False).input_ids
+        ids = tok(target, add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            logp = model(torch.tensor([prompt + ids])).logits[0].log_softmax(-1)
+        return -sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(ids))
+
+    assert got["0.5"]["0.9"] == pytest.approx(nll(targets[0.5], 0.9), abs=0.01)
+    assert got["0.9"]["0.5"] == pytest.approx(nll(targets[0.9], 0.5), abs=0.01)
+    assert got["0.5"]["0.7"] != got["0.9"]["0.7"]  # rows are the targets: different texts, different costs
