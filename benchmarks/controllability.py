@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tokenskip.inference import make_generator
     from tokenskip.inference.base import SamplingConfig
     from tokenskip.training.merge import merge
-    from tokenskip.training.sft import build_sft
+    from tokenskip.training.sft import SFT_FILE, build_sft
     from tokenskip.training.train import ADAPTER_INFO, train
 
     # 1. training problems: reference CoTs without the calculator annotations
@@ -206,6 +206,13 @@ def main(argv: list[str] | None = None) -> dict:
               batch_size=args.batch_size, grad_accum=1, cutoff=args.cutoff, eval_size=0, save_steps=25,
               logging_steps=5, seed=args.seed, progress="none", group_by_length=bool(args.group_by_length))  # fmt: skip
     meta = json.loads((adapter / ADAPTER_INFO).read_text())
+
+    def merged_model() -> Path:  # the adapter merged into a model folder, once (vLLM and the probe load it)
+        merged = work / "merged"
+        if not (merged / ADAPTER_INFO).exists():
+            merge(str(adapter), str(merged), overwrite=True)
+        return merged
+
     stage(f"trained {meta['global_step']} steps, final loss {meta['train_loss']}", t0)
 
     # 5. generate on held-out questions at each γ (vllm: every γ's prompts in one continuous batch)
@@ -219,10 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
             "hf", model=args.model, adapter=str(adapter), batch_size=gen_batch, merge_adapter=True
         )
     else:  # a merged model folder: vLLM's CPU LoRA kernels would halve its speed (same outputs up to fp32 rounding)
-        merged = work / "merged"
-        if not (merged / ADAPTER_INFO).exists():
-            merge(str(adapter), str(merged), overwrite=True)
-        gen = make_generator("vllm", model=str(merged), batch_size=gen_batch, max_model_len=1024)
+        gen = make_generator("vllm", model=str(merged_model()), batch_size=gen_batch, max_model_len=1024)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
     paths = {ratio: work / f"gen_{format_ratio(ratio)}.jsonl" for ratio in ratios}
     with contextlib.ExitStack() as stack:
@@ -269,11 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training targets (selfinfo): mean achieved ratio per γ {data_ratios}")
     sensitivity = None
     if args.probe > 0:
-        merged = work / "merged"
-        if not (merged / ADAPTER_INFO).exists():
-            merge(str(adapter), str(merged), overwrite=True)
-        sft_rows = [row for _, row in read_jsonl(work / "sft" / "sft.jsonl")]
-        sensitivity = ratio_sensitivity(merged, sft_rows, args.preset, args.probe)
+        sft_rows = [row for _, row in read_jsonl(work / "sft" / SFT_FILE)]
+        sensitivity = ratio_sensitivity(merged_model(), sft_rows, args.preset, args.probe)
         cols = list(next(iter(sensitivity.values())))
         print(
             f"\nratio sensitivity: mean NLL of training targets (rows: target γ; columns: γ in the prompt; {args.probe} problems)"

@@ -42,16 +42,18 @@ def lora_config(rank: int, alpha: int, dropout: float, target_modules: str) -> A
     )
 
 
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """``(N, path)`` of every ``checkpoint-N`` folder in ``folder``, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(c.name[11:]), c) for c in folder.iterdir()
+             if c.is_dir() and c.name.startswith("checkpoint-") and c.name[11:].isdigit()]  # fmt: skip
+    return sorted(found, reverse=True)
+
+
 def last_complete_checkpoint(folder: str | Path) -> Path | None:
     """Newest ``checkpoint-N`` that was fully written (``trainer_state.json`` is the Trainer's last file)."""
-    d = Path(folder)
-    if not d.is_dir():
-        return None
-    found = []
-    for c in d.iterdir():
-        if c.is_dir() and c.name.startswith("checkpoint-") and c.name[11:].isdigit():
-            found.append((int(c.name[11:]), c))
-    for _, c in sorted(found, reverse=True):
+    for _, c in _checkpoints(Path(folder)):
         if (c / "trainer_state.json").exists() and any(c.glob("adapter_model.*")):
             return c
     return None
@@ -102,10 +104,9 @@ def prepare_out(
         shutil.rmtree(out_dir / CHECKPOINTS)
         ckpt = None
     if ckpt is not None:  # a checkpoint newer than the last complete one was cut by the interruption
-        for c in (out_dir / CHECKPOINTS).iterdir():
-            if c.is_dir() and c.name.startswith("checkpoint-") and c.name[11:].isdigit():
-                if int(c.name[11:]) > int(ckpt.name[11:]):
-                    shutil.rmtree(c)
+        for step, c in _checkpoints(out_dir / CHECKPOINTS):
+            if step > int(ckpt.name[11:]):
+                shutil.rmtree(c)
         trim_log(out_dir / LOG_FILE, json.loads((ckpt / "trainer_state.json").read_text())["global_step"])
     else:  # nothing to resume: the log starts over with the run
         (out_dir / LOG_FILE).unlink(missing_ok=True)
