@@ -21,6 +21,9 @@ scored under every γ's prompt: see ``ratio_sensitivity``).
 
     python benchmarks/controllability.py          # defaults: ~27 min on 2 idle CPU cores (128 LoRA steps ~21 min)
     python benchmarks/controllability.py --n_train 8 --n_test 4 --work /tmp/ctl-smoke   # smoke run
+    # one GPU (bf16 LoRA, 1,000 steps of 16): the scale at which the 135M model reads γ (docs/training.md)
+    python benchmarks/controllability.py --n_train 2000 --epochs 2 --learning_rate 1e-3 --batch_size 16 \
+        --n_test 500 --backend hf --gen_batch_size 125 --probe 16
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="after generating, score N training problems' compressed targets under every γ prompt: does the "
-        "model read the digit? (~11 s per problem)",
+        "model read the digit? (~11 s per problem on 2 CPU cores; on the GPU when there is one)",
     )
     ap.add_argument("--seed", type=int, default=42)
     return ap.parse_args(argv)
@@ -129,8 +132,11 @@ def ratio_sensitivity(
         by_id.setdefault(row["id"], {})[float(row["ratio"])] = row
     ratios = sorted({float(r["ratio"]) for r in sft_rows if float(r["ratio"]) < 1.0}, reverse=True)
     problems = [rows for rows in by_id.values() if all(g in rows for g in ratios)][:n]
+    if not problems:
+        raise ValueError(f"no problem has a target at every γ in {ratios}: probe an every-ratio mixture")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # fp32 either way: the columns differ by 0.1s
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
     nll = {(t, p): 0.0 for t in ratios for p in ratios}
     with torch.inference_mode():
         for rows in problems:
@@ -140,8 +146,9 @@ def ratio_sensitivity(
                     prompt = tok(
                         format_prompt(tok, rows[t]["question"], p, preset), add_special_tokens=False
                     ).input_ids
-                    logits = model(torch.tensor([prompt + target])).logits[0, len(prompt) - 1 : -1]
-                    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(target), reduction="sum")
+                    ids = torch.tensor([prompt + target], device=device)
+                    logits = model(ids).logits[0, len(prompt) - 1 : -1]
+                    loss = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :], reduction="sum")
                     nll[(t, p)] += loss.item() / len(problems)
     return {format_ratio(t): {format_ratio(p): round(nll[(t, p)], 2) for p in ratios} for t in ratios}
 
@@ -273,7 +280,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training targets (selfinfo): mean achieved ratio per γ {data_ratios}")
     sensitivity = None
     if args.probe > 0:
-        sft_rows = [row for _, row in read_jsonl(work / "sft" / SFT_FILE)]
+        probe_sft = work / "sft"
+        if not args.every_ratio:  # the drawn mixture has one γ per problem: probe every γ of the same data
+            probe_sft = work / "probe_sft"
+            if not (probe_sft / SFT_FILE).exists():
+                build_sft(str(train_rows), str(work / "compressed"), str(probe_sft), model=args.model,
+                          seed=args.seed, every_ratio=True, preset=args.preset)  # fmt: skip
+        sft_rows = [row for _, row in read_jsonl(probe_sft / SFT_FILE)]
         sensitivity = ratio_sensitivity(merged_model(), sft_rows, args.preset, args.probe)
         cols = list(next(iter(sensitivity.values())))
         print(

@@ -51,3 +51,10 @@ def test_ratio_sensitivity_scores_every_target_under_every_ratio(bench, embedded
     assert got["0.5"]["0.9"] == pytest.approx(nll(targets[0.5], 0.9), abs=0.01)
     assert got["0.9"]["0.5"] == pytest.approx(nll(targets[0.9], 0.5), abs=0.01)
     assert got["0.5"]["0.7"] != got["0.9"]["0.7"]  # rows are the targets: different texts, different costs
+
+
+def test_ratio_sensitivity_needs_a_problem_with_every_ratio(bench, tmp_path):
+    # a drawn mixture (one γ per problem) has nothing to compare: a clear error before any model loads
+    rows = _rows("p0", "q0", {0.9: "a"}) + _rows("p1", "q1", {0.7: "b"}) + _rows("p2", "q2", {0.5: "c"})
+    with pytest.raises(ValueError, match="no problem has a target at every γ"):
+        bench.ratio_sensitivity(tmp_path / "no-model-here", rows, "default", n=4)
