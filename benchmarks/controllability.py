@@ -140,12 +140,12 @@ def ratio_sensitivity(
     nll = {(t, p): 0.0 for t in ratios for p in ratios}
     with torch.inference_mode():
         for rows in problems:
+            question = rows[ratios[0]]["question"]  # one problem: the same question at every γ
+            prompts = {p: tok(format_prompt(tok, question, p, preset), add_special_tokens=False).input_ids
+                       for p in ratios}  # fmt: skip
             for t in ratios:
                 target = tok(rows[t]["output"], add_special_tokens=False).input_ids
-                for p in ratios:
-                    prompt = tok(
-                        format_prompt(tok, rows[t]["question"], p, preset), add_special_tokens=False
-                    ).input_ids
+                for p, prompt in prompts.items():
                     ids = torch.tensor([prompt + target], device=device)
                     logits = model(ids).logits[0, len(prompt) - 1 : -1]
                     loss = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :], reduction="sum")
@@ -283,9 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
         probe_sft = work / "sft"
         if not args.every_ratio:  # the drawn mixture has one γ per problem: probe every γ of the same data
             probe_sft = work / "probe_sft"
-            if not (probe_sft / SFT_FILE).exists():
-                build_sft(str(train_rows), str(work / "compressed"), str(probe_sft), model=args.model,
-                          seed=args.seed, every_ratio=True, preset=args.preset)  # fmt: skip
+            build_sft(str(train_rows), str(work / "compressed"), str(probe_sft), model=args.model,
+                      seed=args.seed, every_ratio=True, preset=args.preset)  # fmt: skip
         sft_rows = [row for _, row in read_jsonl(probe_sft / SFT_FILE)]
         sensitivity = ratio_sensitivity(merged_model(), sft_rows, args.preset, args.probe)
         cols = list(next(iter(sensitivity.values())))
