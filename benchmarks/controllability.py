@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from tokenskip.data.datasets import load_records  # noqa: E402
 from tokenskip.data.jsonl import ResumableJsonlWriter, read_jsonl, write_json_atomic, write_jsonl_atomic  # noqa: E402
 from tokenskip.data.prompts import format_prompt, format_ratio, split_cot  # noqa: E402
-from tokenskip.eval.grading import grade  # noqa: E402
+from tokenskip.grading import grade  # noqa: E402
 
 CALC = re.compile(r"<<[^>]*>>")
 
@@ -175,11 +175,12 @@ def main(argv: list[str] | None = None) -> dict:
         from tokenskip.compressors.compress import compress
     except ImportError as e:  # the offline scorer ships with tokenskip.compressors
         sys.exit(f"controllability: tokenskip.compressors is not available ({e}); cannot compress CoTs")
+    from tokenskip.data.adapters import ADAPTER_INFO  # noqa: E402
     from tokenskip.inference import make_generator
     from tokenskip.inference.base import SamplingConfig
     from tokenskip.training.merge import merge
     from tokenskip.training.sft import SFT_FILE, build_sft
-    from tokenskip.training.train import ADAPTER_INFO, train
+    from tokenskip.training.train import train
 
     # 1. training problems: reference CoTs without the calculator annotations
     train_rows = work / "train_problems.jsonl"

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from tokenskip.data.datasets import last_boxed, load_records
+from tokenskip.data.datasets import load_records
 from tokenskip.errors import UserError
+from tokenskip.grading import last_boxed
 
 
 def write(path, rows):

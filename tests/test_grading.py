@@ -5,8 +5,7 @@ import time
 import pytest
 
 from tests.conftest import SHARED_DATA
-from tokenskip.data.datasets import last_boxed
-from tokenskip.eval.grading import extract_answer, grade, is_equiv, to_number
+from tokenskip.grading import extract_answer, grade, is_equiv, last_boxed, to_number
 
 
 @pytest.mark.parametrize(

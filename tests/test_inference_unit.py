@@ -285,8 +285,8 @@ def test_default_generate_stream_sends_whole_texts():
 
 
 def test_resolve_preset_reads_the_adapter_record(tmp_path, capsys):
+    from tokenskip.data.adapters import resolve_preset
     from tokenskip.data.prompts import PRESETS
-    from tokenskip.inference import resolve_preset
 
     assert resolve_preset(None) == PRESETS["default"]
     assert resolve_preset("tokenskip", str(tmp_path)) == PRESETS["tokenskip"]  # folder without a record

@@ -152,8 +152,9 @@ def test_trained_adapter_same_answers_on_both_backends(engine, trained_adapter, 
     """infer's path (run_infer) with an adapter from `tokenskip train`: vLLM (LoRARequest) == hf + peft."""
     from vllm.lora.request import LoRARequest
 
+    from tokenskip.data.adapters import resolve_preset
     from tokenskip.data.datasets import Record
-    from tokenskip.inference import make_generator, resolve_preset
+    from tokenskip.inference import make_generator
     from tokenskip.inference.infer import run_infer
 
     preset = resolve_preset(None, trained_adapter)

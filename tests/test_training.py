@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tokenskip.cli import main
+from tokenskip.data.adapters import ADAPTER_INFO
 from tokenskip.data.prompts import get_preset
 from tokenskip.errors import UserError
 from tokenskip.training.runs import last_complete_checkpoint, lora_config, prepare_out, trim_log
@@ -25,7 +26,6 @@ from tokenskip.training.sft import (
 )
 from tokenskip.training.train import (
     _RUN_KEYS,
-    ADAPTER_INFO,
     IGNORE_INDEX,
     _sampling_args,
     collate,

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from tokenskip.data.jsonl import BadLineStats, OnError, check_input_file, read_jsonl
 from tokenskip.errors import UserError
+from tokenskip.grading import last_boxed
 
 T = TypeVar("T")
 
@@ -58,25 +59,6 @@ def _answer_to_str(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced."""
-    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if idx < 0:
-        return None
-    i = text.find("{", idx)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
 
 
 def row_to_record(

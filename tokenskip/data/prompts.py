@@ -10,7 +10,7 @@ ratio γ < 1 the message ends with ``<delim>γ<delim>`` (γ written like ``0.5``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tokenskip.errors import UserError
@@ -29,6 +29,12 @@ class PromptPreset:
         system: system message; ``None`` keeps the chat template's own default.
         delimiter: wraps γ in the prompt; ``None`` means the tokenizer's EOS token.
         answer_template: appended to the CoT in training targets; ``{answer}`` is the final answer.
+        anchor: TELL's anchor prompt (arXiv 2404.00914): one fixed instruction put before the task prompt
+            of every task example; ``None`` for none.
+        think_open / think_close: the tags around a thinking model's reasoning (``<think>``/``</think>``);
+            ``None`` for models without a thinking block (the CoT then ends at the answer separator).
+        chat_template_kwargs: extra arguments for the tokenizer's chat template (e.g. Qwen3's
+            ``{"enable_thinking": true}``).
     """
 
     name: str
@@ -36,6 +42,20 @@ class PromptPreset:
     system: str | None = None
     delimiter: str | None = None
     answer_template: str = ANSWER_SEPARATOR + " $\\boxed{{{answer}}}$"
+    anchor: str | None = None
+    think_open: str | None = None
+    think_close: str | None = None
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (what ``tokenskip_adapter.json`` records)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PromptPreset:
+        """A preset from a recorded dict; fields this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 PRESETS: dict[str, PromptPreset] = {
@@ -76,8 +96,10 @@ def format_ratio(ratio: float) -> str:
 
 
 def user_message(question: str, ratio: float | None, preset: PromptPreset, eos_token: str | None) -> str:
-    """The user turn: instruction, question and, for γ < 1, ``<delim>γ<delim>``."""
+    """The user turn: anchor, instruction, question and, for γ < 1, ``<delim>γ<delim>``."""
     text = f"{preset.instruction}\n{question}" if preset.instruction else question
+    if preset.anchor:
+        text = f"{preset.anchor}\n\n{text}"
     if ratio is not None and check_ratio(ratio) < 1.0:
         delim = preset.delimiter if preset.delimiter is not None else eos_token
         if not delim:
@@ -104,12 +126,19 @@ def format_prompt(
     tokenizer: Any, question: str, ratio: float | None = None, preset: PromptPreset | str = "default"
 ) -> str:
     """The full prompt string (chat template applied, generation prompt added)."""
-    messages = chat_messages(question, ratio, preset, getattr(tokenizer, "eos_token", None))
+    p = get_preset(preset)
+    return render_chat(tokenizer, chat_messages(question, ratio, p, getattr(tokenizer, "eos_token", None)), p)
+
+
+def render_chat(
+    tokenizer: Any, messages: list[dict[str, str]], preset: PromptPreset | str = "default"
+) -> str:
+    """Messages as one prompt string: the chat template (generation prompt added, the preset's template
+    arguments passed), or plain text turns for models without a template."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    # no chat template (base models): plain text turns
-    parts = [m["content"] for m in messages]
-    return "\n\n".join(parts) + "\n\n"
+        kwargs = get_preset(preset).chat_template_kwargs
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
 def format_target(cot: str, answer: str, preset: PromptPreset | str = "default") -> str:

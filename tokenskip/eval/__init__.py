@@ -1,5 +1,1 @@
-"""Answer extraction, grading, metrics and reports."""
-
-from tokenskip.eval.grading import extract_answer, grade, is_equiv
-
-__all__ = ["extract_answer", "grade", "is_equiv"]
+"""Metrics, benchmarks and reports (grading itself is pure and lives in :mod:`tokenskip.grading`)."""

@@ -171,7 +171,8 @@ def bench(
     plan = execution_order(parse_methods(methods))
     if adapter and not (Path(adapter) / "adapter_config.json").exists():
         raise UserError(f"--adapter {adapter}: not a peft adapter folder (no adapter_config.json)")
-    from tokenskip.inference import make_generator, resolve_preset
+    from tokenskip.data.adapters import resolve_preset
+    from tokenskip.inference import make_generator
 
     prompt_preset = resolve_preset(preset, adapter, model)
     records, _ = load_records(dataset, split=split, column_map=column_map, on_error=on_error, limit=limit)

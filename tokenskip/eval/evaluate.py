@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.errors import UserError
-from tokenskip.eval.grading import grade
 from tokenskip.eval.metrics import markdown_table, summarize
+from tokenskip.grading import grade
 
 
 def load_results(

@@ -15,7 +15,7 @@ from tokenskip.data.datasets import Record, load_records
 from tokenskip.data.jsonl import ResumableJsonlWriter
 from tokenskip.data.prompts import PromptPreset, check_ratio, format_prompt, split_cot
 from tokenskip.errors import UserError
-from tokenskip.eval.grading import grade
+from tokenskip.grading import grade
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
 from tokenskip.models import DEFAULT_MODEL
 
@@ -132,7 +132,8 @@ def generate(
         raise UserError(f"--temperature must be >= 0, got {temperature}")
     if ratio is not None:
         ratio = check_ratio(ratio)
-    from tokenskip.inference import make_generator, resolve_preset
+    from tokenskip.data.adapters import resolve_preset
+    from tokenskip.inference import make_generator
 
     prompt_preset = resolve_preset(preset, adapter, model)
     records, stats = load_records(dataset, split=split, column_map=column_map, on_error=on_error, limit=limit)

@@ -20,7 +20,7 @@ from tokenskip.data.datasets import Record, collect_rows, row_to_record
 from tokenskip.data.jsonl import BadLineStats, ResumableJsonlWriter, check_input_file, read_jsonl
 from tokenskip.data.prompts import PromptPreset, check_ratio, format_prompt
 from tokenskip.errors import UserError
-from tokenskip.eval.grading import extract_answer
+from tokenskip.grading import extract_answer
 from tokenskip.inference.base import Generator, SamplingConfig
 from tokenskip.models import DEFAULT_MODEL
 
@@ -222,7 +222,8 @@ def infer(
         trust_remote_code: allow custom model code from the hub (off by default).
     """
     ratio = check_ratio(ratio)
-    from tokenskip.inference import make_generator, resolve_preset
+    from tokenskip.data.adapters import resolve_preset
+    from tokenskip.inference import make_generator
 
     prompt_preset = resolve_preset(preset, adapter, model)
     if (input is None) == (question is None):

@@ -917,7 +917,8 @@ def serve(
         raise UserError(f"--port must be in 1..65535, got {port}")
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV) or None
-    from tokenskip.inference import make_generator, resolve_preset
+    from tokenskip.data.adapters import resolve_preset
+    from tokenskip.inference import make_generator
 
     config = ServerConfig(
         model_name=served_model_name or model,

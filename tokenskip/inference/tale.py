@@ -24,7 +24,7 @@ from tokenskip.data.datasets import Record, load_records
 from tokenskip.data.jsonl import ResumableJsonlWriter, read_jsonl, write_json_atomic
 from tokenskip.data.prompts import PromptPreset, format_prompt, split_cot
 from tokenskip.errors import UserError
-from tokenskip.eval.grading import grade
+from tokenskip.grading import grade
 from tokenskip.inference.base import Generator, SamplingConfig
 from tokenskip.inference.tale_budget import (
     DEFAULT_FALLBACK_BUDGET,

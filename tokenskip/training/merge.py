@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tokenskip.data.adapters import ADAPTER_INFO
 from tokenskip.errors import UserError
-from tokenskip.training.train import ADAPTER_INFO
 
 
 def adapter_base_model(adapter: str | Path) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tokenskip.data.adapters import ADAPTER_INFO
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.data.prompts import PromptPreset, format_prompt, format_ratio, user_message
 from tokenskip.errors import UserError
@@ -43,7 +44,6 @@ from tokenskip.training.runs import (
 )
 from tokenskip.training.sft import SFT_FILE, preset_from_info, read_sft_info, user_text
 
-ADAPTER_INFO = "tokenskip_adapter.json"
 IGNORE_INDEX = -100
 
 # settings that change the result: a resumed run must match the interrupted one on all of these
@@ -196,19 +196,6 @@ class _Rows:
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         return self.items[i]
-
-
-def read_adapter_preset(folder: str | Path) -> PromptPreset | None:
-    """The prompt preset recorded in ``folder/tokenskip_adapter.json`` (an adapter from ``tokenskip train``
-    or a model merged by ``tokenskip merge``); None when the folder has no such file."""
-    path = Path(folder) / ADAPTER_INFO
-    if not path.is_file():
-        return None
-    try:
-        fields = json.loads(path.read_text(encoding="utf-8"))["preset"]
-        return PromptPreset(**fields)
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: unreadable preset ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def model_card(meta: dict[str, Any]) -> str:

@@ -11,13 +11,30 @@ import re
 import threading
 from fractions import Fraction
 
-from tokenskip.data.datasets import last_boxed
-
 MAX_ANSWER_CHARS = 300  # longer "answers" are garbage; graded by string comparison only
 VERIFY_TIMEOUT_S = 2
 
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
 _TEXT_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox)\{([^{}]*)\}")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced."""
+    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if idx < 0:
+        return None
+    i = text.find("{", idx)
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None
 
 
 def extract_answer(output: str) -> str:
