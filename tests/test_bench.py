@@ -6,8 +6,9 @@ import pytest
 
 from tokenskip.data.prompts import PRESETS
 from tokenskip.errors import UserError
-from tokenskip.eval.methods import Method, execution_order, method_preset, parse_methods, truncation_budget
 from tokenskip.eval.metrics import act_ratio, bench_markdown, budget_adherence, method_summary, throughput
+from tokenskip.methods import execution_order, get_method, parse_methods
+from tokenskip.methods.truncation import truncation_budget
 
 
 def test_parse_methods_and_order():
@@ -23,7 +24,7 @@ def test_parse_methods_and_order():
     assert order[0] == "original" and order[-1] == "tokenskip@0.5"
     for bad, msg in [
         ("tokenskip", "needs a ratio"),
-        ("beconcise@0.5", "takes no ratio"),
+        ("beconcise@0.5", "takes no argument"),
         ("foo", "unknown method"),
         ("tokenskip@1.5", r"\(0, 1\]"),
         ("", "empty"),
@@ -34,13 +35,22 @@ def test_parse_methods_and_order():
 
 def test_baseline_prompts_follow_the_paper():
     base = PRESETS["default"]
-    lc = method_preset(Method("lc-prompt", 0.5), base)
+    lc = get_method("lc-prompt@0.5").preset(base)
     assert lc.instruction.endswith(" Please reduce 50% of the words in your Chain-of-Thought process.")
-    assert method_preset(Method("lc-prompt", 0.7), base).instruction.endswith(
-        "reduce 30% of the words in your Chain-of-Thought process."
+    assert (
+        get_method("lc-prompt@0.7")
+        .preset(base)
+        .instruction.endswith("reduce 30% of the words in your Chain-of-Thought process.")
     )
-    assert method_preset(Method("beconcise"), base).instruction.endswith(" Be concise.")
-    assert method_preset(Method("tokenskip", 0.5), base) == base
+    assert get_method("beconcise").preset(base).instruction.endswith(" Be concise.")
+    assert get_method("onlynumbers").preset(base).instruction.endswith(" Only use numbers or equations.")
+    assert (
+        get_method("abbrewords").preset(base).instruction.endswith(" Abbreviate words as much as possible.")
+    )
+    assert get_method("tokenskip@0.5").preset(base) == base
+    assert (
+        get_method("tokenskip@0.5").prompt_ratio() == 0.5 and get_method("beconcise").prompt_ratio() is None
+    )
     assert (
         truncation_budget(0.5, 101) == 50
         and truncation_budget(0.5, 1) == 1

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
+from tokenskip.data.datasets import Record, load_records, row_to_record
+from tokenskip.data.prompts import PRESETS
 from tokenskip.errors import UserError
 from tokenskip.inference import BACKENDS, make_generator
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
-from tokenskip.inference.infer import check_resume, load_questions, question_from_row, run_infer
+from tokenskip.inference.runner import check_settings, run_records
 from tokenskip.inference.vllm_backend import (
     CPU_ENV_DEFAULTS,
     adapter_rank,
@@ -18,6 +20,7 @@ from tokenskip.inference.vllm_backend import (
     sampling_kwargs,
     vllm_dtype,
 )
+from tokenskip.methods import Context, get_method
 
 # ------------------------------------------------------------------------------------ vllm mapping
 
@@ -72,53 +75,59 @@ def test_cpu_env_defaults_do_not_override(monkeypatch):
 # ---------------------------------------------------------------------------------------- inputs
 
 
-def test_question_from_row_variants():
-    rec, has = question_from_row({"question": "Q?", "answer": "Steps\n#### 1,200"}, "f-0")
-    assert has and rec.answer == "1200" and rec.id == "f-0"
-    rec, has = question_from_row({"id": 7, "question": " Only a question "}, "f-1")
-    assert not has and rec.id == "7" and rec.question == "Only a question"
-    rec, has = question_from_row({"problem": "Solve x", "solution": "so \\boxed{3}"}, "f-2")
-    assert has and rec.answer == "3" and rec.task == "math"
-    rec, has = question_from_row({"prompt": "Renamed?"}, "f-3", {"question": "prompt"})
-    assert rec.question == "Renamed?" and not has
+def test_question_only_rows_are_accepted_when_no_answer_is_required():
+    rec = row_to_record({"question": "Q?", "answer": "Steps\n#### 1,200"}, "f-0", require_answer=False)
+    assert rec.answer == "1200" and rec.id == "f-0"
+    rec = row_to_record({"id": 7, "question": " Only a question "}, "f-1", require_answer=False)
+    assert rec.answer == "" and rec.id == "7" and rec.question == "Only a question"
+    rec = row_to_record({"problem": "Solve x", "solution": "so \\boxed{3}"}, "f-2", require_answer=False)
+    assert rec.answer == "3" and rec.task == "math"
+    rec = row_to_record({"prompt": "Renamed?"}, "f-3", {"question": "prompt"}, require_answer=False)
+    assert rec.question == "Renamed?" and rec.answer == ""
     with pytest.raises(ValueError, match="no question"):
-        question_from_row({"answer": "5"}, "f-4")
+        row_to_record({"answer": "5"}, "f-4", require_answer=False)
     with pytest.raises(ValueError, match="missing"):
-        question_from_row({"q": "x"}, "f-5", {"question": "prompt"})
+        row_to_record({"q": "x"}, "f-5", {"question": "prompt"}, require_answer=False)
+    with pytest.raises(ValueError, match="no answer"):
+        row_to_record({"question": "Q?"}, "f-6")
 
 
-def test_load_questions_jsonl_txt_and_errors(tmp_path):
+def test_infer_inputs_jsonl_txt_and_errors(tmp_path):
+    def load(path, **kw):
+        return load_records(str(path), require_answer=False, **kw)
+
     txt = tmp_path / "qs.txt"
     txt.write_text("First?\n\nSecond?\n")
-    qs, _ = load_questions(str(txt))
-    assert [(r.id, r.question) for r, _ in qs] == [("qs-0", "First?"), ("qs-2", "Second?")]
+    qs, _ = load(txt)
+    assert [(r.id, r.question) for r in qs] == [
+        (f"{tmp_path.name}-qs-0", "First?"),
+        (f"{tmp_path.name}-qs-2", "Second?"),
+    ]
     jl = tmp_path / "in.jsonl"
     jl.write_text('{"question": "A?", "answer": "1"}\nnot json\n{"question": "B?"}\n')
     with pytest.raises(UserError, match=r"in.jsonl:2: malformed JSONL"):
-        load_questions(str(jl))
-    qs, stats = load_questions(str(jl), on_error="skip")
+        load(jl)
+    qs, stats = load(jl, on_error="skip")
     assert (
-        [r.question for r, _ in qs] == ["A?", "B?"]
-        and [h for _, h in qs] == [True, False]
-        and len(stats) == 1
+        [r.question for r in qs] == ["A?", "B?"] and [r.answer for r in qs] == ["1", ""] and len(stats) == 1
     )
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"id": "x", "question": "A?"}\n{"id": "x", "question": "B?"}\n')
     with pytest.raises(UserError, match="duplicate id 'x'"):
-        load_questions(str(dup))
+        load(dup)
     with pytest.raises(UserError, match="file not found"):
-        load_questions(str(tmp_path / "nope.jsonl"))
+        load(tmp_path / "nope.jsonl")
     (tmp_path / "e.jsonl").write_text("")
     with pytest.raises(UserError, match="empty"):
-        load_questions(str(tmp_path / "e.jsonl"))
+        load(tmp_path / "e.jsonl")
     (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(UserError, match="unsupported input type"):
-        load_questions(str(tmp_path / "x.csv"))
+    with pytest.raises(UserError, match="unsupported file type"):
+        load(tmp_path / "x.csv")
     with pytest.raises(UserError, match="--limit"):
-        load_questions(str(txt), limit=0)
+        load(txt, limit=0)
 
 
-# ------------------------------------------------------------------------------------ run_infer
+# ------------------------------------------------------------------------------ the runner + a method
 
 
 class StubTokenizer:
@@ -149,17 +158,22 @@ SETTINGS = {"model": "m", "adapter": None, "ratio": 0.5, "preset": "default", "b
 
 
 def _questions():
-    from tokenskip.data.datasets import Record
-
-    return [(Record(f"q{i}", f"Question {i}?", "5" if i % 2 == 0 else ""), i % 2 == 0) for i in range(5)]
+    return [Record(f"q{i}", f"Question {i}?", "5" if i % 2 == 0 else "") for i in range(5)]
 
 
-def test_run_infer_records_grading_and_ratio_prompt(tmp_path):
+def run_infer(gen, records, out, sampling, settings, batch_size, spec="tokenskip@0.5"):
+    method = get_method(spec)
+    ctx = Context(gen, PRESETS["default"], sampling, model=settings["model"])
+    result = run_records(
+        records, lambda b: method.run_batch(ctx, b), out, batch_size, settings, progress=False
+    )
+    return result.rows, result.counts()
+
+
+def test_runner_records_grading_and_ratio_prompt(tmp_path):
     out = tmp_path / "o.jsonl"
     gen = EchoGenerator()
-    rows, counts = run_infer(
-        gen, _questions(), out, SamplingConfig(max_new_tokens=4), SETTINGS, 2, progress=False
-    )
+    rows, counts = run_infer(gen, _questions(), out, SamplingConfig(max_new_tokens=4), SETTINGS, 2)
     assert counts == {"total": 5, "skipped": 0, "generated": 5}
     assert all(p.endswith("</s>0.5</s>\n\n") for p in gen.prompts)  # γ in the prompt, EOS delimiter
     saved = [json.loads(line) for line in out.read_text().splitlines()]
@@ -170,29 +184,31 @@ def test_run_infer_records_grading_and_ratio_prompt(tmp_path):
     assert all(r["ratio"] == 0.5 and r["backend"] == "echo" and r["output_tokens"] == 9 for r in saved)
 
 
-def test_run_infer_resumes_after_interrupt_without_duplicates(tmp_path):
+def test_runner_resumes_after_interrupt_without_duplicates(tmp_path):
     out = tmp_path / "o.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        run_infer(
-            EchoGenerator(fail_after=2), _questions(), out, SamplingConfig(), SETTINGS, 2, progress=False
-        )
+        run_infer(EchoGenerator(fail_after=2), _questions(), out, SamplingConfig(), SETTINGS, 2)
     with out.open("a") as f:
         f.write('{"id": "q2", "outp')  # killed mid-write
     gen = EchoGenerator()
-    _, counts = run_infer(gen, _questions(), out, SamplingConfig(), SETTINGS, 2, progress=False)
+    _, counts = run_infer(gen, _questions(), out, SamplingConfig(), SETTINGS, 2)
     assert counts["skipped"] == 2 and counts["generated"] == 3 and len(gen.prompts) == 3
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == [f"q{i}" for i in range(5)]
 
 
-def test_check_resume_refuses_other_settings(tmp_path):
+def test_check_settings_refuses_other_settings(tmp_path):
     out = tmp_path / "o.jsonl"
-    run_infer(EchoGenerator(), _questions()[:1], out, SamplingConfig(), SETTINGS, 1, progress=False)
-    check_resume(out, SETTINGS)
-    with pytest.raises(UserError, match="ratio=0.5"):
-        check_resume(out, {**SETTINGS, "ratio": 0.7})
+    run_infer(EchoGenerator(), _questions()[:1], out, SamplingConfig(), SETTINGS, 1)
+    check_settings(out, SETTINGS)
+    with pytest.raises(UserError, match=r"ratio: 0.5 -> 0.7"):
+        check_settings(out, {**SETTINGS, "ratio": 0.7})
     with pytest.raises(UserError, match="adapter"):
-        check_resume(out, {**SETTINGS, "adapter": "other"})
+        check_settings(out, {**SETTINGS, "adapter": "other"})
+    with pytest.raises(UserError, match="other settings"):  # the runner checks before generating anything
+        run_infer(
+            EchoGenerator(fail_after=0), _questions(), out, SamplingConfig(), {**SETTINGS, "ratio": 0.7}, 1
+        )
 
 
 @pytest.mark.parametrize(

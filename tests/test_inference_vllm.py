@@ -155,23 +155,19 @@ def test_trained_adapter_same_answers_on_both_backends(engine, trained_adapter, 
     from tokenskip.data.adapters import resolve_preset
     from tokenskip.data.datasets import Record
     from tokenskip.inference import make_generator
-    from tokenskip.inference.infer import run_infer
 
     preset = resolve_preset(None, trained_adapter)
     assert preset.delimiter == "<|im_end|>"  # read from the adapter's tokenskip_adapter.json
-    qs = [(Record(f"q{i}", q, "5"), True) for i, q in enumerate(QUESTIONS)]
+    qs = [Record(f"q{i}", q, "5") for i, q in enumerate(QUESTIONS)]
     settings = {"model": "smollm2-135m", "adapter": trained_adapter, "ratio": ratio, "preset": preset.name}
     saved = engine.lora_request
     engine.lora_request = LoRARequest("trained", 2, trained_adapter)
     try:
-        ours, _ = run_infer(engine, qs, None, GREEDY, {**settings, "backend": "vllm"}, progress=False,
-                            prompt_preset=preset)  # fmt: skip
+        ours, _ = run_infer(engine, qs, None, GREEDY, {**settings, "backend": "vllm"}, preset)
     finally:
         engine.lora_request = saved
     hf = make_generator("hf", model="smollm2-135m", adapter=trained_adapter, batch_size=8)
-    ref, _ = run_infer(
-        hf, qs, None, GREEDY, {**settings, "backend": "hf"}, progress=False, prompt_preset=preset
-    )
+    ref, _ = run_infer(hf, qs, None, GREEDY, {**settings, "backend": "hf"}, preset)
     assert [r["output"] for r in ours] == [r["output"] for r in ref]
     assert [r["output_tokens"] for r in ours] == [r["output_tokens"] for r in ref]
     assert all(("<|im_end|>0.5<|im_end|>" in r["prompt"]) == (ratio == 0.5) for r in ours)
@@ -179,9 +175,8 @@ def test_trained_adapter_same_answers_on_both_backends(engine, trained_adapter, 
 
 def test_infer_workflow_on_vllm_resumes(engine, tmp_path):
     from tokenskip.data.datasets import Record
-    from tokenskip.inference.infer import run_infer
 
-    qs = [(Record(f"q{i}", q, "5"), True) for i, q in enumerate(QUESTIONS)]
+    qs = [Record(f"q{i}", q, "5") for i, q in enumerate(QUESTIONS)]
     out = tmp_path / "infer.jsonl"
     settings = {
         "model": "smollm2-135m",
@@ -190,11 +185,23 @@ def test_infer_workflow_on_vllm_resumes(engine, tmp_path):
         "preset": "default",
         "backend": "vllm",
     }
-    rows, counts = run_infer(engine, qs[:1], out, SamplingConfig(max_new_tokens=8), settings, progress=False)
+    rows, counts = run_infer(engine, qs[:1], out, SamplingConfig(max_new_tokens=8), settings)
     assert counts["generated"] == 1
-    rows, counts = run_infer(engine, qs, out, SamplingConfig(max_new_tokens=8), settings, progress=False)
+    rows, counts = run_infer(engine, qs, out, SamplingConfig(max_new_tokens=8), settings)
     assert counts == {"total": 2, "skipped": 1, "generated": 1}
     saved = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in saved] == ["q0", "q1"]
     assert all(r["backend"] == "vllm" and r["ratio"] == 0.5 and r["output_tokens"] <= 8 for r in saved)
     assert saved[0]["prompt"].endswith("<|im_end|>0.5<|im_end|><|im_end|>\n<|im_start|>assistant\n")
+
+
+def run_infer(generator, records, out, sampling, settings, preset=None):
+    """infer's path: tokenskip@γ through the one resumable runner."""
+    from tokenskip.data.prompts import PRESETS
+    from tokenskip.inference.runner import run_records
+    from tokenskip.methods import Context, get_method
+
+    method = get_method(f"tokenskip@{settings['ratio']}")
+    ctx = Context(generator, preset or PRESETS["default"], sampling, model=settings["model"])
+    result = run_records(records, lambda b: method.run_batch(ctx, b), out, 8, settings, progress=False)
+    return result.rows, result.counts()

@@ -15,8 +15,8 @@ pytest.importorskip("uvicorn")
 from tokenskip.data.prompts import format_prompt
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
 from tokenskip.inference.server import BatchWorker, QueueFull, ServerConfig, build_chat_prompt, create_app
-from tokenskip.inference.tale import chat_prompt
 from tokenskip.inference.tale_budget import estimation_message, get_template
+from tokenskip.methods.tale_ep import chat_prompt
 from tokenskip.models import load_tokenizer
 
 Q = "Tom has 3 apples and buys 2 more. How many apples does he have?"

@@ -7,13 +7,15 @@ import re
 
 import pytest
 
+from tokenskip.args import ModelArgs
 from tokenskip.cli import main
 from tokenskip.errors import UserError
-from tokenskip.inference import tale
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
 from tokenskip.inference.tale_budget import get_template
+from tokenskip.methods import tale_ep
 from tokenskip.training import runs
 from tokenskip.training.tale_pt import ADAPTER_INFO, dpo_pairs, read_traces, sft_examples
+from tokenskip.workflows import tale, tale_search
 
 
 class WordTokenizer:
@@ -73,7 +75,7 @@ def questions(tmp_path):
 @pytest.fixture
 def scripted(monkeypatch):
     gen = ScriptedGenerator()
-    monkeypatch.setattr(tale, "_generator", lambda *a, **k: gen)
+    monkeypatch.setattr(ModelArgs, "open", lambda *a, **k: gen)
     return gen
 
 
@@ -82,7 +84,7 @@ def read(path):
 
 
 def test_chat_prompt_uses_the_chat_template(embedded_tokenizer):
-    p = tale.chat_prompt(embedded_tokenizer, "Q: hi\nLet's think step by step:\n")
+    p = tale_ep.chat_prompt(embedded_tokenizer, "Q: hi\nLet's think step by step:\n")
     assert p.startswith("<|im_start|>") and p.rstrip().endswith("<|im_start|>assistant")
     assert "Q: hi\nLet's think step by step:\n" in p
 
@@ -105,7 +107,7 @@ def test_estimate_writes_budgets_and_resumes(questions, tmp_path, scripted):
 
 def test_estimate_garbage_reply_falls_back(questions, tmp_path, monkeypatch):
     gen = ScriptedGenerator(estimate_reply="Budget: [[-7]] tokens")
-    monkeypatch.setattr(tale, "_generator", lambda *a, **k: gen)
+    monkeypatch.setattr(ModelArgs, "open", lambda *a, **k: gen)
     tale.estimate(out=str(tmp_path / "e.jsonl"), dataset=str(questions), fallback_budget=99, limit=2)
     rows = read(tmp_path / "e.jsonl")
     assert [(r["budget"], r["budget_source"]) for r in rows] == [(99, "fallback")] * 2
@@ -152,7 +154,7 @@ def test_run_with_budget_file_fixed_budget_and_vanilla(questions, tmp_path, scri
 
 def test_search_traces_png_regressor_and_resume(questions, tmp_path, scripted):
     out = tmp_path / "search"
-    summary = tale.search(out=str(out), dataset=str(questions), batch_size=5)
+    summary = tale_search.search(out=str(out), dataset=str(questions), batch_size=5)
     traces = read(out / "traces.jsonl")
     assert len(traces) == 5
     t = traces[0]
@@ -171,33 +173,33 @@ def test_search_traces_png_regressor_and_resume(questions, tmp_path, scripted):
     assert saved["searched"] == summary["searched"] == 5 and saved["token_reduction"] == pytest.approx(
         1 - 12 / 64
     )
-    again = tale.search(out=str(out), dataset=str(questions))
+    again = tale_search.search(out=str(out), dataset=str(questions))
     assert again["new"] == 0 and len(read(out / "traces.jsonl")) == 5 and len(scripted.calls) == 5
     with pytest.raises(UserError, match="other settings"):
-        tale.search(out=str(out), dataset=str(questions), rule="correct")
+        tale_search.search(out=str(out), dataset=str(questions), rule="correct")
 
 
 def test_search_plain_rule_and_incorrect_vanilla(questions, tmp_path, monkeypatch):
     gen = ScriptedGenerator(wrong_below=10)
-    monkeypatch.setattr(tale, "_generator", lambda *a, **k: gen)
-    tale.search(out=str(tmp_path / "s"), dataset=str(questions), rule="correct", limit=1)
+    monkeypatch.setattr(ModelArgs, "open", lambda *a, **k: gen)
+    tale_search.search(out=str(tmp_path / "s"), dataset=str(questions), rule="correct", limit=1)
     t = read(tmp_path / "s" / "traces.jsonl")[0]
     assert [s["budget"] for s in t["steps"]] == [32, 16, 8] and t["optimal_budget"] == 16
     assert t["stop_reason"] == "incorrect"
     # a model whose vanilla answers are wrong: skipped by default, searched with require_correct=False
     gen.wrong_below = 10**9
     gen._answer = lambda p: "no idea " * 10  # noqa: SLF001
-    s = tale.search(out=str(tmp_path / "w"), dataset=str(questions), limit=2)
+    s = tale_search.search(out=str(tmp_path / "w"), dataset=str(questions), limit=2)
     assert s["searched"] == 0 and s["skipped_incorrect_vanilla"] == 2 and s["regressor"] is None
     assert (tmp_path / "w" / "elasticity.png").exists()
-    s = tale.search(
+    s = tale_search.search(
         out=str(tmp_path / "x"), dataset=str(questions), limit=2, require_correct=False, max_steps=2
     )
     assert s["searched"] == 2
 
 
 def test_regression_estimator_from_search(questions, tmp_path, scripted):
-    tale.search(out=str(tmp_path / "s"), dataset=str(questions))
+    tale_search.search(out=str(tmp_path / "s"), dataset=str(questions))
     n = len(scripted.calls)
     tale.run(
         out=str(tmp_path / "r.jsonl"),
@@ -214,7 +216,7 @@ def test_regression_estimator_from_search(questions, tmp_path, scripted):
 
 
 def test_tale_pt_data_from_traces(questions, tmp_path, scripted):
-    tale.search(out=str(tmp_path / "s"), dataset=str(questions))
+    tale_search.search(out=str(tmp_path / "s"), dataset=str(questions))
     traces = read_traces(tmp_path / "s")
     tmpl = get_template("tale")
     sft = sft_examples(traces, tmpl)

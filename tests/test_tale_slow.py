@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tokenskip.inference import tale
 from tokenskip.training import tale_pt
+from tokenskip.workflows import tale, tale_search
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_tale_pipeline_on_the_embedded_model(tmp_path, embedded_model_dir):
         )
 
     search = tmp_path / "search"
-    s = tale.search(out=str(search), dataset="sample", limit=2, require_correct=False, rule="correct",
+    s = tale_search.search(out=str(search), dataset="sample", limit=2, require_correct=False, rule="correct",
                     max_steps=1, max_new_tokens=8, batch_size=2)  # fmt: skip
     assert s["searched"] == 2 and s["generations"] == 4
     traces = read(search / "traces.jsonl")

@@ -62,9 +62,17 @@ def _answer_to_str(value: Any) -> str:
 
 
 def row_to_record(
-    row: dict[str, Any], default_id: str, column_map: dict[str, str] | None = None, task: str | None = None
+    row: dict[str, Any],
+    default_id: str,
+    column_map: dict[str, str] | None = None,
+    task: str | None = None,
+    require_answer: bool = True,
 ) -> Record:
-    """Map one raw row onto a Record; raise ValueError with a short reason if it cannot be mapped."""
+    """Map one raw row onto a Record; raise ValueError with a short reason if it cannot be mapped.
+
+    With ``require_answer=False`` a row may hold only a question (``infer`` on bare questions): its Record
+    has ``answer=""`` and is not graded.
+    """
     if column_map:
         row = dict(row)
         for target, source in column_map.items():
@@ -91,7 +99,9 @@ def row_to_record(
     if not isinstance(question, str) or not question.strip():
         raise ValueError("no question text")
     if answer is None or (isinstance(answer, str) and not answer.strip()):
-        raise ValueError("no answer")
+        if require_answer:
+            raise ValueError("no answer")
+        answer = ""
     if cot is not None and not isinstance(cot, str):
         raise ValueError("cot is not a string")
     return Record(id=rid, question=question.strip(), answer=_answer_to_str(answer), cot=cot, task=rtask)
@@ -103,6 +113,11 @@ def _rows_from_file(path: Path, on_error: OnError, stats: BadLineStats):
         yield from read_jsonl(path, on_error=on_error, stats=stats)
         return
     check_input_file(path)
+    if suffix == ".txt":  # one question per line
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                yield i + 1, {"question": line}
+        return
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -131,7 +146,7 @@ def _rows_from_file(path: Path, on_error: OnError, stats: BadLineStats):
         for i, row in enumerate(table.to_pylist()):
             yield i + 1, row
         return
-    raise UserError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json or .parquet)")
+    raise UserError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or .txt)")
 
 
 def _hub_rows(name: str, config: str | None, split: str):
@@ -194,8 +209,12 @@ def load_records(
     on_error: OnError = "raise",
     limit: int | None = None,
     task: str | None = None,
+    require_answer: bool = True,
 ) -> tuple[list[Record], BadLineStats]:
-    """Load ``dataset`` as Records. Returns the records and the stats of skipped malformed rows."""
+    """Load ``dataset`` as Records. Returns the records and the stats of skipped malformed rows.
+
+    ``require_answer=False`` also accepts rows with only a question (and ``.txt`` files, one question per line).
+    """
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     if task is not None and task not in ("gsm8k", "math"):
@@ -221,7 +240,7 @@ def load_records(
             raise UserError(
                 f"dataset '{name}' has no hub copy: pass its file path, or set TOKENSKIP_DATA_DIR"
             )
-    elif local.exists() or local.suffix.lower() in (".jsonl", ".json", ".parquet"):
+    elif local.exists() or local.suffix.lower() in (".jsonl", ".json", ".parquet", ".txt"):
         rows, where = _rows_from_file(local, on_error, stats), str(local)
     elif "/" in name:
         rows, where, prefix = _hub_rows(name, None, split), name, name.split("/")[-1]
@@ -231,7 +250,7 @@ def load_records(
     records = collect_rows(
         rows,
         where,
-        lambda lineno, row: row_to_record(row, f"{prefix}-{lineno - 1}", column_map, task),
+        lambda lineno, row: row_to_record(row, f"{prefix}-{lineno - 1}", column_map, task, require_answer),
         lambda rec: rec.id,
         on_error,
         stats,

@@ -147,6 +147,29 @@ def format_target(cot: str, answer: str, preset: PromptPreset | str = "default")
     return cot.rstrip() + p.answer_template.format(answer=answer)
 
 
-def split_cot(output: str) -> str:
-    """The CoT part of a model output: everything before ``"\\n\\nThe final answer is:"`` (TokenSkip)."""
+def split_thinking(output: str, preset: PromptPreset) -> tuple[str, str] | None:
+    """``(thinking, after)`` of a thinking model's output, or None for presets without thinking tags.
+
+    The thinking is the text between the open tag (which the chat template's generation prompt may already
+    hold, so it may be absent from the output) and the close tag; ``after`` is everything after the close
+    tag, verbatim. An output whose thinking never closed (cut at the token limit) is all thinking.
+    """
+    if not preset.think_close:
+        return None
+    text = output
+    if preset.think_open:
+        stripped = text.lstrip()
+        if stripped.startswith(preset.think_open):
+            text = stripped[len(preset.think_open) :]
+    thinking, closed, after = text.partition(preset.think_close)
+    return (thinking, after) if closed else (text, "")
+
+
+def split_cot(output: str, preset: PromptPreset | str | None = None) -> str:
+    """The CoT part of a model output: the thinking block for thinking presets, else everything before
+    ``"\\n\\nThe final answer is:"`` (TokenSkip)."""
+    if preset is not None:
+        parts = split_thinking(output, get_preset(preset))
+        if parts is not None:
+            return parts[0]
     return output.split(ANSWER_SEPARATOR)[0]

@@ -12,8 +12,8 @@ from typing import Any
 
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.errors import UserError
-from tokenskip.eval.methods import parse_methods
 from tokenskip.eval.metrics import BENCH_COLUMNS, bench_markdown, method_summary
+from tokenskip.methods import parse_methods
 
 
 def load_run(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -41,7 +41,7 @@ def load_run(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 method.name,
                 recs,
                 orig_summary["mean_cot_tokens"],
-                method.ratio,
+                method.requested_ratio,
                 rows(f"{method.name}.b1.jsonl"),
                 meta.get("batch_size"),
             )

@@ -318,7 +318,7 @@ def build_chat_prompt(
     """Prompt for a chat request: earlier turns as sent, the last user turn written as a question.
 
     A single user message (no system message) gives exactly :func:`format_prompt`'s text (or, with a
-    budget, TALE's :func:`~tokenskip.inference.tale.chat_prompt`'s). A client system message replaces the
+    budget, TALE's :func:`~tokenskip.methods.tale_ep.chat_prompt`'s). A client system message replaces the
     preset's.
     """
     if not messages:
@@ -332,7 +332,7 @@ def build_chat_prompt(
     p = get_preset(preset)
     if len(messages) == 1:
         if budget is not None:
-            from tokenskip.inference.tale import chat_prompt
+            from tokenskip.methods.tale_ep import chat_prompt
 
             return chat_prompt(tokenizer, question_message(question, None, budget, p, tale_template, None))
         return format_prompt(tokenizer, question, ratio, p)
@@ -596,8 +596,8 @@ def create_app(generator: Generator, config: ServerConfig, worker: BatchWorker |
         info: dict[str, Any] = {"compression_ratio": ratio}
         estimate_tokens = 0
         if budget == "auto":
-            from tokenskip.inference.tale import chat_prompt
             from tokenskip.inference.tale_budget import estimation_message, parse_budget
+            from tokenskip.methods.tale_ep import chat_prompt
 
             question = plan.question if plan.question is not None else plan.messages[-1]["content"]
             est_prompt = chat_prompt(tok, estimation_message(question))

@@ -2,7 +2,7 @@
 
 TALE (Token-Budget-Aware LLM rEasoning, arXiv 2412.18547) tells the model a token budget instead of
 training it on pruned CoTs. Everything here is free of models, files and devices, so it is unit-tested in
-milliseconds; :mod:`tokenskip.inference.tale` wires it to a :class:`~tokenskip.inference.base.Generator`.
+milliseconds; :mod:`tokenskip.methods.tale_ep` wires it to a :class:`~tokenskip.inference.base.Generator`.
 
 Differences from the reference code, on purpose:
 

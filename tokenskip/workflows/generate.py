@@ -1,0 +1,190 @@
+"""``tokenskip generate`` and ``tokenskip infer``: a method over questions, one graded record per question.
+
+Both are configurations of the one resumable runner (:func:`tokenskip.inference.runner.run_records`) with a
+method from the registry (:mod:`tokenskip.methods`):
+
+* ``generate`` (TokenSkip step 1): the model's own CoTs on a dataset (``original``; ``--ratio γ`` prompts a
+  TokenSkip-trained model with ``tokenskip@γ``);
+* ``infer``: reasoning at a requested γ (``tokenskip@γ``, or any ``--method``) for one ``--question`` or a
+  file of questions; rows without an answer are written ungraded.
+
+Records are appended and flushed one by one; re-running with the same ``--out`` skips finished ids and
+refuses an ``--out`` written with another model, adapter, method or preset.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from tokenskip.args import DataArgs, EngineArgs, ModelArgs, SamplingArgs, flat_options
+from tokenskip.data.datasets import Record, load_records
+from tokenskip.data.prompts import check_ratio
+from tokenskip.errors import UserError
+from tokenskip.inference.runner import RunResult, run_records
+from tokenskip.methods import Context, Method, get_method
+
+
+def pick_method(method: str | None, ratio: float | None, **options: Any) -> Method:
+    """``--method`` if given, else ``tokenskip@γ`` for ``--ratio γ``, else ``original``."""
+    if method is not None:
+        if ratio is not None:
+            raise UserError("give --method or --ratio, not both (tokenskip@γ is --ratio γ)")
+        return get_method(method, **options)
+    return get_method("original" if ratio is None else f"tokenskip@{check_ratio(ratio)}", **options)
+
+
+def run_method(
+    method: Method,
+    model: ModelArgs,
+    records: list[Record],
+    out: str | None,
+    sampling: SamplingArgs,
+    preset: str | None = None,
+    engine: EngineArgs | None = None,
+    settings: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Load the generator, run ``method`` over ``records`` into ``out`` (resumable), close the generator."""
+    method.setup(records)
+    prompt_preset = model.preset(preset)
+    batch = sampling.batch(model.backend)
+    generator = model.open(batch, engine)
+    ctx = Context(generator, prompt_preset, sampling.config(), model=model.model)
+    try:
+        return run_records(
+            records,
+            lambda b: method.run_batch(ctx, b),
+            out,
+            batch,
+            settings,
+            order=lambda todo: method.order(ctx, todo),
+            desc=method.name,
+            progress=progress,
+        )
+    finally:
+        generator.close()
+
+
+def _report(result: RunResult, skipped_rows: int, out: str | None, what: str, t0: float) -> None:
+    tokens = [r["cot_tokens"] for r in result.rows]
+    mean = f", mean CoT {sum(tokens) / len(tokens):.1f} tokens" if tokens else ""
+    print(
+        f"tokenskip: {result.generated} generated, {result.skipped} already done, {skipped_rows} malformed rows "
+        f"skipped{mean} ({what}) -> {out} ({time.perf_counter() - t0:.1f}s)"
+    )
+
+
+@flat_options(data=DataArgs(split="train"), model=ModelArgs(), sampling=SamplingArgs(), engine=EngineArgs())
+def generate(
+    out: str,
+    data: DataArgs,
+    model: ModelArgs,
+    sampling: SamplingArgs,
+    engine: EngineArgs,
+    preset: str | None = None,
+    ratio: float | None = None,
+    method: str | None = None,
+) -> dict[str, int]:
+    """Generate chain-of-thought answers for a dataset and grade them (TokenSkip step 1).
+
+    Args:
+        out: output JSONL; one record per question (id, question, answer, prompt, output, cot, prediction,
+            correct, cot_tokens, output_tokens, finish_reason, latency_s, batch_size, model, method).
+            Re-running resumes.
+        preset: prompt preset: default (model's chat template) or tokenskip (original TokenSkip prompt);
+            default: the preset an adapter from `tokenskip train` records, else default.
+        ratio: optional compression ratio γ in (0, 1] appended to the prompt (for TokenSkip-trained models).
+        method: any registered method instead (see `tokenskip bench --help`), e.g. beconcise.
+    """
+    chosen = pick_method(method, ratio)
+    records, stats = load_records(
+        data.dataset, split=data.split, column_map=data.column_map, on_error=data.on_error, limit=data.limit
+    )
+    for msg in stats.skipped:
+        print(f"tokenskip: skipped {msg}")
+    random.seed(sampling.seed)
+    t0 = time.perf_counter()
+    settings: dict[str, Any] = {"method": chosen.name}
+    if chosen.requested_ratio is not None and chosen.kind == "tokenskip":
+        settings["ratio"] = chosen.requested_ratio
+    result = run_method(chosen, model, records, out, sampling, preset, engine, settings)
+    counts = result.counts()
+    counts["malformed_skipped"] = len(stats)
+    _report(result, len(stats), out, chosen.name, t0)
+    return counts
+
+
+@flat_options(
+    data=DataArgs(dataset=None, split="test"), model=ModelArgs(), sampling=SamplingArgs(), engine=EngineArgs()
+)
+def infer(
+    data: DataArgs,
+    model: ModelArgs,
+    sampling: SamplingArgs,
+    engine: EngineArgs,
+    ratio: float = 1.0,
+    input: str | None = None,
+    question: str | None = None,
+    out: str | None = None,
+    preset: str | None = None,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """Generate reasoning at compression ratio γ for one question or a file of questions.
+
+    Args:
+        ratio: compression ratio γ in (0, 1]; 1.0 = full CoT (no ratio in the prompt).
+        input: .jsonl/.json/.parquet (question or problem; optional id, answer) or .txt (one question per
+            line). Same as --dataset.
+        question: a single question instead of --input; the answer is printed.
+        out: output JSONL (generate's fields + adapter, ratio, preset, backend). Required with --input;
+            re-running resumes.
+        preset: prompt preset: default, or tokenskip (published TokenSkip adapters). Default: the preset
+            recorded by `tokenskip train` in the adapter (or merged model), including its delimiter; else default.
+        method: any registered method instead of tokenskip@γ (e.g. budget-forcing@256, beconcise).
+    """
+    ratio = check_ratio(ratio)
+    chosen = pick_method(method, None if method else ratio)
+    if chosen.needs_original:
+        raise UserError(f"{chosen.name} needs the original run's records: use `tokenskip bench`")
+    source = input or data.dataset
+    if input and data.dataset:
+        raise UserError("give --input or --dataset, not both")
+    if (source is None) == (question is None):
+        raise UserError("give exactly one of --input FILE or --question TEXT")
+    if source is not None and out is None:
+        raise UserError("--out is required with --input")
+    if question is not None:
+        if not question.strip():
+            raise UserError("--question is empty")
+        records, skipped = [Record(id="question-0", question=question.strip(), answer="")], 0
+    else:
+        assert source is not None
+        records, stats = load_records(
+            source, split=data.split, column_map=data.column_map, on_error=data.on_error,
+            limit=data.limit, require_answer=False,
+        )  # fmt: skip
+        for msg in stats.skipped:
+            print(f"tokenskip: skipped {msg}")
+        skipped = len(stats)
+    prompt_preset = model.preset(preset)
+    settings = {
+        "model": model.model,
+        "adapter": model.adapter,
+        "method": chosen.name,
+        "ratio": chosen.requested_ratio if chosen.kind == "tokenskip" else None,
+        "preset": prompt_preset.name,
+        "backend": model.backend,
+    }
+    t0 = time.perf_counter()
+    result = run_method(
+        chosen, model, records, out, sampling, preset, engine, settings, progress=source is not None
+    )
+    if question is not None and result.rows:
+        print(result.rows[0]["output"])
+    counts: dict[str, Any] = result.counts()
+    counts["malformed_skipped"] = skipped
+    if out is not None:
+        _report(result, skipped, out, f"{chosen.name}, {model.backend}", t0)
+    return counts
