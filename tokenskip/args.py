@@ -44,6 +44,18 @@ class DataArgs:
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be >= 1, got {self.limit}")
 
+    def load(self, require_answer: bool = True, dataset: str | None = None) -> Any:
+        """The records (skipped malformed rows are reported), and the number skipped."""
+        from tokenskip.data.datasets import load_records
+
+        records, stats = load_records(
+            str(dataset or self.dataset), split=self.split, column_map=self.column_map, on_error=self.on_error,
+            limit=self.limit, require_answer=require_answer,
+        )  # fmt: skip
+        for msg in stats.skipped:
+            print(f"tokenskip: skipped {msg}")
+        return records, len(stats)
+
 
 @dataclass
 class ModelArgs:

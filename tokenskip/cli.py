@@ -16,6 +16,7 @@ from typing import Any
 # verb -> "module:function" (nested dicts are verb groups, e.g. `tokenskip tale run`)
 COMMANDS: dict[str, Any] = {
     "models": "tokenskip.models:models",
+    "pipeline": "tokenskip.workflows.pipeline:pipeline",
     "generate": "tokenskip.workflows.generate:generate",
     "filter": "tokenskip.data.filter:filter_records",
     "eval": "tokenskip.eval.evaluate:evaluate",

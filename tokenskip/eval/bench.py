@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from tokenskip.args import DataArgs, ModelArgs, SamplingArgs, flat_options
-from tokenskip.data.datasets import load_records
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.errors import UserError
 from tokenskip.inference.base import Generator
@@ -74,13 +73,7 @@ def bench(
     if model.adapter and not (Path(model.adapter) / "adapter_config.json").exists():
         raise UserError(f"--adapter {model.adapter}: not a peft adapter folder (no adapter_config.json)")
     prompt_preset = model.preset(preset)
-    records, _ = load_records(
-        str(data.dataset),
-        split=data.split,
-        column_map=data.column_map,
-        on_error=data.on_error,
-        limit=data.limit,
-    )
+    records, _ = data.load()
     for m in plan:
         m.setup(records)
     root = Path(out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,48 @@ ESTIMATE_FIELDS = (
     "budget", "budget_source", "budget_reason", "estimator", "estimate_output", "estimate_prompt_tokens",
     "estimate_tokens", "estimate_latency_s", "question_tokens",
 )  # fmt: skip
+
+
+def check_bounds(min_budget: int, max_budget: int, fallback_budget: int | None = None) -> None:
+    """Every budget bound is a positive integer and min <= max."""
+    for name, value in (
+        ("min_budget", min_budget),
+        ("max_budget", max_budget),
+        ("fallback_budget", fallback_budget),
+    ):
+        if value is not None:
+            try:
+                check_budget(value)
+            except ValueError as e:
+                raise UserError(f"--{name}: {e}") from None
+    if min_budget > max_budget:
+        raise UserError(f"--min_budget {min_budget} is larger than --max_budget {max_budget}")
+
+
+@dataclass
+class EstimateArgs:
+    """How TALE's budget estimate is made and bounded.
+
+    Attributes:
+        regressor: for --estimator regression: regressor.json, or a search's traces.jsonl / output folder.
+        fallback_budget: budget used when the zero-shot reply has no usable [[N]] (never 0 or negative).
+        min_budget: estimates below this are raised to it.
+        max_budget: estimates above this (including absurdly long numbers) are lowered to it.
+        estimate_max_new_tokens: cap on the tokens of the estimation reply.
+    """
+
+    regressor: str | None = None
+    fallback_budget: int = DEFAULT_FALLBACK_BUDGET
+    min_budget: int = DEFAULT_MIN_BUDGET
+    max_budget: int = DEFAULT_MAX_BUDGET
+    estimate_max_new_tokens: int = 64
+
+    def check(self) -> None:
+        check_bounds(self.min_budget, self.max_budget, self.fallback_budget)
+        if self.estimate_max_new_tokens < 1:
+            raise UserError(f"--estimate_max_new_tokens must be >= 1, got {self.estimate_max_new_tokens}")
+        if self.regressor and not Path(self.regressor).exists():
+            raise UserError(f"--regressor {self.regressor}: file not found")
 
 
 def raw_preset(base: PromptPreset) -> PromptPreset:

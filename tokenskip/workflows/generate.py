@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from tokenskip.args import DataArgs, EngineArgs, ModelArgs, SamplingArgs, flat_options
-from tokenskip.data.datasets import Record, load_records
+from tokenskip.data.datasets import Record
 from tokenskip.data.prompts import check_ratio
 from tokenskip.errors import UserError
 from tokenskip.inference.runner import RunResult, run_records
@@ -46,25 +46,34 @@ def run_method(
     settings: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Load the generator, run ``method`` over ``records`` into ``out`` (resumable), close the generator."""
+    """Run ``method`` over ``records`` into ``out`` (resumable). The generator is loaded only when something
+    is left to generate, and closed at the end."""
     method.setup(records)
     prompt_preset = model.preset(preset)
     batch = sampling.batch(model.backend)
-    generator = model.open(batch, engine)
-    ctx = Context(generator, prompt_preset, sampling.config(), model=model.model)
+    contexts: list[Context] = []
+
+    def ctx() -> Context:
+        if not contexts:
+            contexts.append(
+                Context(model.open(batch, engine), prompt_preset, sampling.config(), model=model.model)
+            )
+        return contexts[0]
+
     try:
         return run_records(
             records,
-            lambda b: method.run_batch(ctx, b),
+            lambda b: method.run_batch(ctx(), b),
             out,
             batch,
             settings,
-            order=lambda todo: method.order(ctx, todo),
+            order=lambda todo: method.order(ctx(), todo) if todo else todo,
             desc=method.name,
             progress=progress,
         )
     finally:
-        generator.close()
+        if contexts:
+            contexts[0].generator.close()
 
 
 def _report(result: RunResult, skipped_rows: int, out: str | None, what: str, t0: float) -> None:
@@ -99,11 +108,7 @@ def generate(
         method: any registered method instead (see `tokenskip bench --help`), e.g. beconcise.
     """
     chosen = pick_method(method, ratio)
-    records, stats = load_records(
-        data.dataset, split=data.split, column_map=data.column_map, on_error=data.on_error, limit=data.limit
-    )
-    for msg in stats.skipped:
-        print(f"tokenskip: skipped {msg}")
+    records, skipped = data.load()
     random.seed(sampling.seed)
     t0 = time.perf_counter()
     settings: dict[str, Any] = {"method": chosen.name}
@@ -111,8 +116,8 @@ def generate(
         settings["ratio"] = chosen.requested_ratio
     result = run_method(chosen, model, records, out, sampling, preset, engine, settings)
     counts = result.counts()
-    counts["malformed_skipped"] = len(stats)
-    _report(result, len(stats), out, chosen.name, t0)
+    counts["malformed_skipped"] = skipped
+    _report(result, skipped, out, chosen.name, t0)
     return counts
 
 
@@ -161,13 +166,7 @@ def infer(
         records, skipped = [Record(id="question-0", question=question.strip(), answer="")], 0
     else:
         assert source is not None
-        records, stats = load_records(
-            source, split=data.split, column_map=data.column_map, on_error=data.on_error,
-            limit=data.limit, require_answer=False,
-        )  # fmt: skip
-        for msg in stats.skipped:
-            print(f"tokenskip: skipped {msg}")
-        skipped = len(stats)
+        records, skipped = data.load(require_answer=False, dataset=source)
     prompt_preset = model.preset(preset)
     settings = {
         "model": model.model,

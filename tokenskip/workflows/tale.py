@@ -12,41 +12,23 @@ Both run through the one resumable runner. ``tale search`` (the budget search be
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from tokenskip.args import DataArgs, ModelArgs, SamplingArgs, flat_options
-from tokenskip.data.datasets import Record, load_records
+from tokenskip.data.datasets import Record
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.errors import UserError
 from tokenskip.inference.runner import run_records
 from tokenskip.inference.tale_budget import (
-    DEFAULT_FALLBACK_BUDGET,
-    DEFAULT_MAX_BUDGET,
-    DEFAULT_MIN_BUDGET,
     check_budget,
 )
-from tokenskip.methods.tale_ep import BudgetEstimator, TaleEP, load_regressor
+from tokenskip.methods.tale_ep import BudgetEstimator, EstimateArgs, TaleEP, load_regressor
 from tokenskip.workflows.generate import run_method
 
 Estimator = Literal["zero-shot", "regression"]
 RunEstimator = Literal["zero-shot", "regression", "none"]
-
-
-def check_bounds(min_budget: int, max_budget: int, fallback_budget: int | None = None) -> None:
-    """Every budget bound is a positive integer and min <= max."""
-    for name, value in (
-        ("min_budget", min_budget),
-        ("max_budget", max_budget),
-        ("fallback_budget", fallback_budget),
-    ):
-        if value is not None:
-            try:
-                check_budget(value)
-            except ValueError as e:
-                raise UserError(f"--{name}: {e}") from None
-    if min_budget > max_budget:
-        raise UserError(f"--min_budget {min_budget} is larger than --max_budget {max_budget}")
 
 
 def check_estimator(estimator: str, regressor: str | None) -> None:
@@ -60,19 +42,6 @@ def check_estimator(estimator: str, regressor: str | None) -> None:
         raise UserError(f"--regressor {regressor}: file not found")
 
 
-def load_questions(data: DataArgs) -> list[Record]:
-    records, stats = load_records(
-        str(data.dataset),
-        split=data.split,
-        column_map=data.column_map,
-        on_error=data.on_error,
-        limit=data.limit,
-    )
-    for msg in stats.skipped:
-        print(f"tokenskip: skipped {msg}")
-    return records
-
-
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
@@ -84,18 +53,14 @@ def _sources(rows: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-@flat_options(data=DataArgs(), model=ModelArgs(), sampling=SamplingArgs())
+@flat_options(data=DataArgs(), model=ModelArgs(), sampling=SamplingArgs(), est=EstimateArgs())
 def estimate(
     out: str,
     data: DataArgs,
     model: ModelArgs,
     sampling: SamplingArgs,
+    est: EstimateArgs,
     estimator: Estimator = "zero-shot",
-    regressor: str | None = None,
-    fallback_budget: int = DEFAULT_FALLBACK_BUDGET,
-    min_budget: int = DEFAULT_MIN_BUDGET,
-    max_budget: int = DEFAULT_MAX_BUDGET,
-    estimate_max_new_tokens: int = 64,
 ) -> dict[str, Any]:
     """Estimate each question's token budget (TALE-EP step 1) and write one JSONL record per question.
 
@@ -103,17 +68,9 @@ def estimate(
         out: output JSONL (id, question, answer, budget, budget_source, budget_reason, estimate_output,
             estimate_prompt_tokens, estimate_tokens, question_tokens, ...). Re-running resumes.
         estimator: zero-shot (the model is asked for [[N]]) or regression (fitted on `tale search` budgets).
-        regressor: for --estimator regression: regressor.json, or a search's traces.jsonl / output folder.
-        fallback_budget: budget used when the zero-shot reply has no usable [[N]] (never 0 or negative).
-        min_budget: estimates below this are raised to it.
-        max_budget: estimates above this (including absurdly long numbers) are lowered to it.
-        estimate_max_new_tokens: cap on the tokens of the estimation reply.
     """
-    check_bounds(min_budget, max_budget, fallback_budget)
-    if estimate_max_new_tokens < 1:
-        raise UserError(f"--estimate_max_new_tokens must be >= 1, got {estimate_max_new_tokens}")
-    check_estimator(estimator, regressor)
-    records = load_questions(data)
+    check_estimator(estimator, est.regressor)
+    records, _ = data.load()
     t0 = time.perf_counter()
     batch = sampling.batch(model.backend)
     generator = None
@@ -128,10 +85,10 @@ def estimate(
         def count(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    reg = load_regressor(regressor, count) if regressor else None
-    est = BudgetEstimator(
-        estimator, tokenizer, count, generator, reg, fallback_budget, min_budget, max_budget,
-        estimate_max_new_tokens, model.preset(None),
+    reg = load_regressor(est.regressor, count) if est.regressor else None
+    estimator_ = BudgetEstimator(
+        estimator, tokenizer, count, generator, reg, est.fallback_budget, est.min_budget, est.max_budget,
+        est.estimate_max_new_tokens, model.preset(None),
     )  # fmt: skip
 
     def step(batch_records: list[Record]) -> list[dict[str, Any]]:
@@ -144,7 +101,7 @@ def estimate(
                 "model": model.model,
                 **e,
             }
-            for r, e in zip(batch_records, est.estimate(batch_records), strict=True)
+            for r, e in zip(batch_records, estimator_.estimate(batch_records), strict=True)
         ]
 
     try:
@@ -168,21 +125,17 @@ def estimate(
     return summary
 
 
-@flat_options(data=DataArgs(), model=ModelArgs(), sampling=SamplingArgs())
+@flat_options(data=DataArgs(), model=ModelArgs(), sampling=SamplingArgs(), est=EstimateArgs())
 def run(
     out: str,
     data: DataArgs,
     model: ModelArgs,
     sampling: SamplingArgs,
+    est: EstimateArgs,
     estimator: RunEstimator = "zero-shot",
-    regressor: str | None = None,
     budgets: str | None = None,
     budget: int | None = None,
     template: str = "tale",
-    fallback_budget: int = DEFAULT_FALLBACK_BUDGET,
-    min_budget: int = DEFAULT_MIN_BUDGET,
-    max_budget: int = DEFAULT_MAX_BUDGET,
-    estimate_max_new_tokens: int = 64,
 ) -> dict[str, Any]:
     """TALE-EP end to end: estimate a budget, answer with the budget-aware prompt, grade, count tokens.
 
@@ -193,20 +146,12 @@ def run(
         estimator: zero-shot (the model is asked for [[N]]), regression (fitted on `tale search` budgets),
             or none (no budget: the vanilla "Let's think step by step:" prompt; the baseline, and how a
             TALE-PT adapter is evaluated).
-        regressor: for --estimator regression: regressor.json, or a search's traces.jsonl / output folder.
         budgets: reuse the budgets of a `tale estimate` output instead of estimating again (its estimation
             tokens are still counted).
         budget: one fixed budget for every question (no estimation; for budget sweeps).
         template: prompt template: tale ("Q: ...\\nLet's think step by step and use less than β tokens:")
             or tale-boxed (also asks for \\boxed{}; use it for MATH).
-        fallback_budget: budget used when the zero-shot reply has no usable [[N]] (never 0 or negative).
-        min_budget: estimates below this are raised to it.
-        max_budget: estimates above this (including absurdly long numbers) are lowered to it.
-        estimate_max_new_tokens: cap on the tokens of the estimation reply.
     """
-    check_bounds(min_budget, max_budget, fallback_budget)
-    if estimate_max_new_tokens < 1:
-        raise UserError(f"--estimate_max_new_tokens must be >= 1, got {estimate_max_new_tokens}")
     if budget is not None and budgets is not None:
         raise UserError(
             "give either --budget (one fixed budget) or --budgets (a `tale estimate` file), not both"
@@ -217,14 +162,10 @@ def run(
         except ValueError as e:
             raise UserError(f"--budget: {e}") from None
     if budget is None and budgets is None:
-        check_estimator(estimator, regressor)
+        check_estimator(estimator, est.regressor)
     kind = "fixed" if budget is not None else estimator
-    method = TaleEP(
-        budget, estimator=kind, template=template, regressor=regressor, budgets=budgets,
-        fallback_budget=fallback_budget, min_budget=min_budget, max_budget=max_budget,
-        estimate_max_new_tokens=estimate_max_new_tokens,
-    )  # fmt: skip
-    records = load_questions(data)
+    method = TaleEP(budget, estimator=kind, template=template, budgets=budgets, **asdict(est))
+    records, _ = data.load()
     t0 = time.perf_counter()
     result = run_method(method, model, records, out, sampling, settings={"model": model.model})
     rows = [row for _, row in read_jsonl(out)]

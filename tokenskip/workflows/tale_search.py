@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,32 +26,59 @@ from tokenskip.inference.tale_budget import (
     DEFAULT_MAX_BUDGET,
     DEFAULT_MIN_BUDGET,
     BudgetSearch,
-    TaleTemplate,
     elasticity_curve,
     get_template,
     mean_tokens_by_step,
 )
-from tokenskip.methods.tale_ep import _read_traces, chat_prompt, fit_regressor
-from tokenskip.workflows.tale import check_bounds, load_questions
+from tokenskip.methods.tale_ep import _read_traces, chat_prompt, check_bounds, fit_regressor
 
 Rule = Literal["elasticity", "correct"]
 
 
+@dataclass
+class SearchArgs:
+    """How the budget search runs.
+
+    Attributes:
+        rule: elasticity (feasible = correct AND fewer tokens than at the previous budget; the paper's
+            search) or correct (feasible = correct: plain binary halving).
+        require_correct: the paper's rule: only questions whose vanilla CoT is correct are searched, and a
+            budget is feasible only if its answer is correct. false = correctness is recorded but not
+            required (every question is searched; for pipeline tests on models that cannot solve the task;
+            the budgets found are then not TALE's).
+        min_budget: never try a budget below this.
+        max_steps: at most this many halvings per question (none: until infeasible or below min_budget).
+        template: prompt template: tale or tale-boxed (see `tale run`).
+    """
+
+    rule: Rule = "elasticity"
+    require_correct: bool = True
+    min_budget: int = DEFAULT_MIN_BUDGET
+    max_steps: int | None = None
+    template: str = "tale"
+
+    def check(self) -> None:
+        check_bounds(self.min_budget, max(self.min_budget, DEFAULT_MAX_BUDGET))
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"--max_steps must be >= 1, got {self.max_steps}")
+        if self.rule not in ("elasticity", "correct"):
+            raise UserError(f"unknown --rule '{self.rule}' (elasticity, correct)")
+        try:
+            get_template(self.template)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+
 def search_batch(
-    generator: Generator,
-    records: Sequence[Record],
-    template: TaleTemplate,
-    sampling: SamplingConfig,
-    rule: str = "elasticity",
-    require_correct: bool = True,
-    min_budget: int = DEFAULT_MIN_BUDGET,
-    max_steps: int | None = None,
+    generator: Generator, records: Sequence[Record], sampling: SamplingConfig, args: SearchArgs
 ) -> list[dict[str, Any]]:
     """Budget search for a batch of questions, in lockstep (one generate call per halving round).
 
     Returns one trace per question: the vanilla answer, every budget tried (tokens, correctness,
     feasibility, output), the optimal budget and answer, and why the search stopped.
     """
+    template, rule, require_correct = get_template(args.template), args.rule, args.require_correct
+    min_budget, max_steps = args.min_budget, args.max_steps
     tok = generator.tokenizer
     vanilla_prompts = [chat_prompt(tok, template.user_message(r.question)) for r in records]
     vanilla = generator.generate(vanilla_prompts, sampling)
@@ -214,17 +242,9 @@ def plot_elasticity(traces: list[dict[str, Any]], path: str | Path, title: str =
     return p
 
 
-@flat_options(data=DataArgs(split="train"), model=ModelArgs(), sampling=SamplingArgs())
+@flat_options(data=DataArgs(split="train"), model=ModelArgs(), sampling=SamplingArgs(), search=SearchArgs())
 def search(
-    out: str,
-    data: DataArgs,
-    model: ModelArgs,
-    sampling: SamplingArgs,
-    rule: Rule = "elasticity",
-    require_correct: bool = True,
-    min_budget: int = DEFAULT_MIN_BUDGET,
-    max_steps: int | None = None,
-    template: str = "tale",
+    out: str, data: DataArgs, model: ModelArgs, sampling: SamplingArgs, search: SearchArgs
 ) -> dict[str, Any]:
     """Offline budget search: per question, halve the budget from the vanilla CoT length while feasible.
 
@@ -234,34 +254,16 @@ def search(
 
     Args:
         out: output folder.
-        rule: elasticity (feasible = correct AND fewer tokens than at the previous budget; the paper's
-            search) or correct (feasible = correct: plain binary halving).
-        require_correct: the paper's rule: only questions whose vanilla CoT is correct are searched, and a
-            budget is feasible only if its answer is correct. false = correctness is recorded but not
-            required (every question is searched; for pipeline tests on models that cannot solve the task;
-            the budgets found are then not TALE's).
-        min_budget: never try a budget below this.
-        max_steps: at most this many halvings per question (none: until infeasible or below min_budget).
-        template: prompt template: tale or tale-boxed (see `tale run`).
     """
-    check_bounds(min_budget, max(min_budget, DEFAULT_MAX_BUDGET))
-    if max_steps is not None and max_steps < 1:
-        raise UserError(f"--max_steps must be >= 1, got {max_steps}")
-    if rule not in ("elasticity", "correct"):
-        raise UserError(f"unknown --rule '{rule}' (elasticity, correct)")
-    try:
-        tmpl = get_template(template)
-    except ValueError as e:
-        raise UserError(str(e)) from None
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {out} is a file; tale search writes a folder")
-    records = load_questions(data)
+    records, _ = data.load()
     traces_path = folder / "traces.jsonl"
     t0 = time.perf_counter()
     cfg = sampling.config()
-    settings = {"model": model.model, "template": tmpl.name, "rule": rule, "require_correct": require_correct,
-                "min_budget": min_budget, "max_steps": max_steps, "max_new_tokens": sampling.max_new_tokens}  # fmt: skip
+    rule = search.rule
+    settings = {"model": model.model, **asdict(search), "max_new_tokens": sampling.max_new_tokens}
     batch = sampling.batch(model.backend)
     generator: Generator | None = None
 
@@ -269,9 +271,7 @@ def search(
         nonlocal generator
         if generator is None:  # only when something is left to search
             generator = model.open(batch)
-        traces = search_batch(
-            generator, batch_records, tmpl, cfg, rule, require_correct, min_budget, max_steps
-        )
+        traces = search_batch(generator, batch_records, cfg, search)
         print(f"tokenskip: searched a batch of {len(traces)} ({time.perf_counter() - t0:.0f}s)", flush=True)
         return traces
 
@@ -283,8 +283,8 @@ def search(
     ids = {r.id for r in records}
     traces = [t for t in _read_traces(traces_path) if str(t["id"]) in ids]
     summary = summarize_search(traces)
-    summary.update(rule=rule, require_correct=require_correct, min_budget=min_budget, model=model.model,
-                   new=result.generated, resumed=result.skipped)  # fmt: skip
+    summary.update(rule=rule, require_correct=search.require_correct, min_budget=search.min_budget,
+                   model=model.model, new=result.generated, resumed=result.skipped)  # fmt: skip
     plot_elasticity(
         traces,
         folder / "elasticity.png",
