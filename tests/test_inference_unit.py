@@ -81,7 +81,7 @@ def test_question_from_row_variants():
     assert has and rec.answer == "3" and rec.task == "math"
     rec, has = question_from_row({"prompt": "Renamed?"}, "f-3", {"question": "prompt"})
     assert rec.question == "Renamed?" and not has
-    with pytest.raises(ValueError, match="no question"):
+    with pytest.raises(ValueError, match="field 'question' is missing"):
         question_from_row({"answer": "5"}, "f-4")
     with pytest.raises(ValueError, match="missing"):
         question_from_row({"q": "x"}, "f-5", {"question": "prompt"})
@@ -112,7 +112,7 @@ def test_load_questions_jsonl_txt_and_errors(tmp_path):
     with pytest.raises(UserError, match="empty"):
         load_questions(str(tmp_path / "e.jsonl"))
     (tmp_path / "x.csv").write_text("a,b\n")
-    with pytest.raises(UserError, match="unsupported input type"):
+    with pytest.raises(UserError, match="unsupported file type"):
         load_questions(str(tmp_path / "x.csv"))
     with pytest.raises(UserError, match="--limit"):
         load_questions(str(txt), limit=0)

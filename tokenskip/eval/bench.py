@@ -174,7 +174,9 @@ def bench(
     from tokenskip.inference import make_generator, resolve_preset
 
     prompt_preset = resolve_preset(preset, adapter, model)
-    records, _ = load_records(dataset, split=split, column_map=column_map, on_error=on_error, limit=limit)
+    records, stats = load_records(dataset, split=split, column_map=column_map, on_error=on_error, limit=limit)
+    for msg in stats.skipped:
+        print(f"tokenskip: skipped {msg}")
     root = Path(out)
     (root / "records").mkdir(parents=True, exist_ok=True)
     meta = {

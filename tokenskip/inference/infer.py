@@ -1,7 +1,8 @@
 """``tokenskip infer``: ask a (TokenSkip-trained) model for reasoning at a chosen compression ratio γ.
 
-Questions come from ``--question "..."`` or a file (``.jsonl`` rows with ``question`` -- or MATH's
-``problem`` -- and optional ``id`` / ``answer``; or ``.txt``, one question per line). Every prompt is
+Questions come from ``--question "..."`` or a file: ``.jsonl`` / ``.json`` / ``.parquet`` rows with
+``question`` -- or MATH's ``problem`` -- and optional ``id`` / ``answer``, or ``.txt``, one question per
+line (read by :func:`tokenskip.data.inputs.read_rows`). Every prompt is
 written by :func:`tokenskip.data.prompts.format_prompt`: chat template, the question and, for γ < 1,
 ``<delim>γ<delim>`` exactly as training wrote it. Rows with an answer are graded.
 
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tokenskip.data.datasets import Record, collect_rows, row_to_record
-from tokenskip.data.jsonl import BadLineStats, ResumableJsonlWriter, check_input_file, read_jsonl
+from tokenskip.data.inputs import field_problem, read_rows
+from tokenskip.data.jsonl import BadLineStats, ResumableJsonlWriter
 from tokenskip.data.prompts import PromptPreset, check_ratio, format_prompt
 from tokenskip.errors import UserError
 from tokenskip.eval.grading import extract_answer
@@ -46,11 +48,12 @@ def question_from_row(
     has_answer = (answer is not None and str(answer).strip() != "") or isinstance(row.get("solution"), str)
     if has_answer:
         return row_to_record(row, default_id), True
-    question = row.get("question", row.get("problem"))
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("no question text")
+    qkey = "problem" if "problem" in row and "question" not in row else "question"
+    problem = field_problem(row, qkey, "text")
+    if problem:
+        raise ValueError(problem)
     rid = str(row.get("id") if row.get("id") not in (None, "") else default_id)
-    return Record(id=rid, question=question.strip(), answer=""), False
+    return Record(id=rid, question=row[qkey].strip(), answer=""), False
 
 
 def load_questions(
@@ -59,18 +62,13 @@ def load_questions(
     on_error: Literal["raise", "skip"] = "raise",
     limit: int | None = None,
 ) -> tuple[list[tuple[Record, bool]], BadLineStats]:
-    """Questions of an input file (``.jsonl`` or ``.txt``), with line-accurate errors and unique ids."""
+    """Questions of an input file (``.jsonl``, ``.json``, ``.parquet`` or ``.txt``), with line-accurate
+    errors and unique ids. Required: ``question`` (or ``problem``) as non-blank text; ``answer`` optional."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
-    p = check_input_file(path)
+    p = Path(path)
     stats = BadLineStats()
-    if p.suffix.lower() == ".txt":
-        lines = p.read_text(encoding="utf-8").splitlines()
-        rows = ((i + 1, {"question": line}) for i, line in enumerate(lines) if line.strip())
-    elif p.suffix.lower() == ".jsonl":
-        rows = read_jsonl(p, on_error=on_error, stats=stats)
-    else:
-        raise UserError(f"{p}: unsupported input type '{p.suffix}' (use .jsonl or .txt, or --question)")
+    rows = read_rows(p, on_error=on_error, stats=stats, txt_field="question")
     out = collect_rows(
         rows,
         str(p),
@@ -88,7 +86,7 @@ def check_resume(out: str | Path, settings: dict[str, Any]) -> None:
     p = Path(out)
     if not p.exists() or p.stat().st_size == 0:
         return
-    with p.open("r", encoding="utf-8") as f:
+    with p.open("r", encoding="utf-8-sig", errors="replace") as f:
         first = f.readline()
     try:
         rec = json.loads(first)
@@ -197,7 +195,8 @@ def infer(
         model: embedded alias (smollm2-135m), Hugging Face id, or local folder / .gguf file.
         adapter: peft LoRA adapter folder (e.g. from `tokenskip train`); without it the base model answers.
         ratio: compression ratio γ in (0, 1]; 1.0 = full CoT (no ratio in the prompt).
-        input: .jsonl (question or problem; optional id, answer) or .txt (one question per line).
+        input: .jsonl / .json / .parquet (question or problem; optional id, answer) or .txt (one question
+            per line). JSONL may have a BOM and CRLF line ends.
         question: a single question instead of --input; the answer is printed.
         out: output JSONL (id, question, answer, prompt, output, cot, prediction, correct, cot_tokens,
             output_tokens, finish_reason, latency_s, batch_size, model, adapter, ratio, preset, backend).

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tokenskip.data.datasets import Record, load_records
+from tokenskip.data.inputs import locate, read_rows
 from tokenskip.data.jsonl import ResumableJsonlWriter, read_jsonl, write_json_atomic
 from tokenskip.data.prompts import PromptPreset, format_prompt, split_cot
 from tokenskip.errors import UserError
@@ -136,22 +137,32 @@ def _chunks(items: Sequence[Any], size: int):
         yield items[start : start + size]
 
 
-def load_regressor(path: str, count_tokens: Callable[[str], int] | None = None) -> RegressionEstimator:
-    """A regression estimator from ``regressor.json`` (written by ``tale search``) or fitted on the fly
-    from a search's ``traces.jsonl`` (or its output folder)."""
+def regressor_source(path: str) -> RegressionEstimator | list[dict[str, Any]]:
+    """``--regressor``, read before any model loads: a fitted ``regressor.json`` (written by ``tale
+    search``), or the searched traces (``traces.jsonl`` or the search's output folder) to fit one on."""
     p = Path(path)
     if p.is_dir():
         p = p / "regressor.json" if (p / "regressor.json").exists() else p / "traces.jsonl"
     if not p.exists():
         raise UserError(f"--regressor {path}: file not found")
     if p.suffix == ".jsonl":
-        return fit_regressor(_read_traces(p), count_tokens)
+        return _read_traces(p)
     import json
 
     try:
-        return RegressionEstimator.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        return RegressionEstimator.from_dict(json.loads(p.read_text(encoding="utf-8-sig")))
     except (ValueError, TypeError, AttributeError) as e:
         raise UserError(f"--regressor {p}: {str(e).splitlines()[0][:200]}") from None
+
+
+def make_regressor(
+    source: RegressionEstimator | list[dict[str, Any]] | None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> RegressionEstimator | None:
+    """The estimator of a :func:`regressor_source` (traces are fitted here, with ``count_tokens``)."""
+    if source is None or isinstance(source, RegressionEstimator):
+        return source
+    return fit_regressor(source, count_tokens)
 
 
 def fit_regressor(
@@ -176,9 +187,9 @@ def fit_regressor(
 
 def _read_traces(path: str | Path) -> list[dict[str, Any]]:
     rows = []
-    for lineno, row in read_jsonl(path):
+    for lineno, row in read_rows(path):
         if "id" not in row or "searched" not in row:
-            raise UserError(f"{path}:{lineno}: not a TALE search trace (no 'id'/'searched')")
+            raise UserError(f"{locate(path, lineno)}: not a TALE search trace (no 'id'/'searched')")
         rows.append(row)
     return rows
 
@@ -329,6 +340,7 @@ def estimate(
         raise UserError(f"--estimate_max_new_tokens must be >= 1, got {estimate_max_new_tokens}")
     _check_estimator(estimator, regressor)
     records = _records(dataset, split, limit, column_map, on_error)
+    reg_source = regressor_source(regressor) if regressor else None  # read before any model loads
     t0 = time.perf_counter()
     generator: Generator | None = None
     if estimator == "zero-shot":
@@ -342,7 +354,7 @@ def estimate(
         def count(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    reg = load_regressor(regressor, count) if regressor else None
+    reg = make_regressor(reg_source, count)
     est = BudgetEstimator(
         estimator,
         tokenizer,
@@ -395,13 +407,13 @@ def estimate(
 
 def _load_budget_file(path: str, records: list[Record]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    for lineno, row in read_jsonl(path):
+    for lineno, row in read_rows(path):
         if "id" not in row or "budget" not in row:
-            raise UserError(f"{path}:{lineno}: not a `tale estimate` record (no 'id'/'budget')")
+            raise UserError(f"{locate(path, lineno)}: not a `tale estimate` record (no 'id'/'budget')")
         try:
             row["budget"] = check_budget(row["budget"])
         except ValueError as e:
-            raise UserError(f"{path}:{lineno}: {e}") from None
+            raise UserError(f"{locate(path, lineno)}: field 'budget': {e}") from None
         found[str(row["id"])] = row
     missing = [r.id for r in records if r.id not in found]
     if missing:
@@ -502,13 +514,15 @@ def run(
     tmpl = _template(template)
     records = _records(dataset, split, limit, column_map, on_error)
     from_file = _load_budget_file(budgets, records) if budgets else None
+    use_regressor = regressor and from_file is None and budget is None and estimator != "none"
+    reg_source = regressor_source(regressor) if use_regressor else None  # read before any model loads
 
     t0 = time.perf_counter()
     generator = _generator(backend, model, adapter, batch_size, dtype, device, trust_remote_code)
     est: BudgetEstimator | None = None
     vanilla = estimator == "none" and from_file is None and budget is None
     if from_file is None and budget is None and not vanilla:
-        reg = load_regressor(regressor, generator.count_tokens) if regressor else None
+        reg = make_regressor(reg_source, generator.count_tokens)
         est = BudgetEstimator(
             estimator,
             generator.tokenizer,
