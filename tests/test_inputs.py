@@ -9,6 +9,7 @@ Models are replaced by a scripted generator (fast); one slow test runs the real 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -19,6 +20,7 @@ from tokenskip.data.inputs import field_problem, locate, read_rows, require_fiel
 from tokenskip.data.jsonl import BadLineStats, read_jsonl
 from tokenskip.errors import UserError
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
+from tokenskip.models import load_tokenizer  # the real one: the tests patch the module attribute
 
 ROWS = [
     {
@@ -249,21 +251,23 @@ def _refuse(*args, **kwargs):
     raise ModelLoaded("a model or tokenizer was loaded before the input rows were checked")
 
 
+@functools.cache
+def _tokenizer(*args, **kwargs):
+    """The real target tokenizer (compress counts tokens with it), loaded once for this file."""
+    return load_tokenizer(*args, **kwargs)
+
+
 @pytest.fixture
 def models(monkeypatch):
-    """``models(allowed)``: scripted generators (allowed) or a ModelLoaded error on any model load."""
+    """``models(allowed)``: scripted generators and the real tokenizer (allowed), or a ModelLoaded error
+    on any model or tokenizer load."""
     import tokenskip.inference
     import tokenskip.models
 
-    real_tokenizer = tokenskip.models.load_tokenizer
-
     def setup(allowed: bool) -> None:
-        monkeypatch.setattr(
-            tokenskip.inference,
-            "make_generator",
-            (lambda *a, **k: ScriptedGenerator()) if allowed else _refuse,
-        )
-        monkeypatch.setattr(tokenskip.models, "load_tokenizer", real_tokenizer if allowed else _refuse)
+        generator = (lambda *a, **k: ScriptedGenerator()) if allowed else _refuse
+        monkeypatch.setattr(tokenskip.inference, "make_generator", generator)
+        monkeypatch.setattr(tokenskip.models, "load_tokenizer", _tokenizer if allowed else _refuse)
 
     return setup
 
@@ -402,7 +406,7 @@ def test_bad_rows_are_one_line_errors_before_any_model_loads(verb, kind, tmp_pat
     assert not path.exists()
 
 
-@pytest.mark.parametrize("kind", ["cp1252", "null_question", "null_answer_parquet", "null_cot"])
+@pytest.mark.parametrize("kind", ["cp1252", "null_question", "null_answer_parquet"])
 @pytest.mark.parametrize("verb", list(VERBS))
 def test_on_error_skip_skips_and_reports_the_row(verb, kind, tmp_path, capsys, models):
     required, _, _ = VERBS[verb]
