@@ -72,13 +72,18 @@ def _reject(msg: str, on_error: OnError, stats: BadLineStats | None) -> None:
         stats.add(msg)
 
 
-def _bad_byte(raw: bytes) -> tuple[int, int] | None:
-    """``(byte value, 1-based character column)`` of the first invalid UTF-8 byte in ``raw``, if any."""
+def _decode(raw: bytes) -> tuple[str, tuple[int, int] | None]:
+    """``raw`` as text, and ``(byte value, 1-based character column)`` of its first invalid UTF-8 byte
+    (the text then keeps undecodable bytes as ``surrogateescape`` characters), or None."""
     try:
-        raw.decode("utf-8")
+        return raw.decode("utf-8"), None
     except UnicodeDecodeError as e:
-        return raw[e.start], len(raw[: e.start].decode("utf-8", "replace")) + 1
-    return None
+        column = len(raw[: e.start].decode("utf-8", "replace")) + 1
+        return raw.decode("utf-8", "surrogateescape"), (raw[e.start], column)
+
+
+def _bad_line(path: Path, lineno: int, bad: tuple[int, int]) -> str:
+    return f"{path}:{lineno}: not valid UTF-8 (byte 0x{bad[0]:02x} at column {bad[1]}); {_UTF8_HINT}"
 
 
 def bad_text_field(row: dict[str, Any]) -> tuple[str, str] | None:
@@ -128,15 +133,14 @@ def read_jsonl_rows(
                 raw = raw[len(BOM) :]
             if not raw.strip():
                 continue
-            bad = _bad_byte(raw)
-            text = raw.decode("utf-8", "surrogateescape") if bad else raw.decode("utf-8")
+            text, bad = _decode(raw)
             try:
                 obj = json.loads(text)
                 if not isinstance(obj, dict):
                     raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
             except ValueError as e:
                 if bad:  # the undecodable byte is what broke the line
-                    msg = f"{path}:{lineno}: not valid UTF-8 (byte 0x{bad[0]:02x} at column {bad[1]}); {_UTF8_HINT}"
+                    msg = _bad_line(path, lineno, bad)
                 else:
                     msg = f"{path}:{lineno}: malformed JSONL line ({_first_line(e)})"
                 _reject(msg, on_error, stats)
@@ -218,14 +222,11 @@ def _txt_rows(
                 raw = raw[len(BOM) :]
             if not raw.strip():
                 continue
-            bad = _bad_byte(raw)
+            text, bad = _decode(raw)
             if bad:
-                msg = (
-                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{bad[0]:02x} at column {bad[1]}); {_UTF8_HINT}"
-                )
-                _reject(msg, on_error, stats)
+                _reject(_bad_line(path, lineno, bad), on_error, stats)
                 continue
-            yield lineno, {field: raw.decode("utf-8").rstrip("\r\n")}
+            yield lineno, {field: text.rstrip("\r\n")}
 
 
 # ------------------------------------------------------------------------------------ required fields
