@@ -140,7 +140,7 @@ def test_devices_shard_the_work_and_merge(tmp_path):
 def test_bad_rows_and_settings(tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"question": "q", "cot": "a b", "answer": "1"}\n{"question": "q", "answer": "2"}\n')
-    with pytest.raises(UserError, match="in.jsonl:2: no 'cot' text"):
+    with pytest.raises(UserError, match="in.jsonl:2: field 'cot' is missing"):
         compress(str(inp), str(tmp_path / "a"), scorer="random", progress=False)
     s = compress(str(inp), str(tmp_path / "b"), scorer="random", on_error="skip", progress=False)
     assert s["malformed_rows_skipped"] == 1 and s["ratios"]["0.5"]["records"] == 1

@@ -67,11 +67,11 @@ def test_malformed_rows_fatal_or_counted(tmp_path):
         tmp_path / "b.jsonl",
         [{"question": "ok", "answer": "1"}, {"question": "", "answer": "2"}, {"question": "no answer"}],
     )
-    with pytest.raises(UserError, match=r"b\.jsonl:2: malformed row \(no question text\)"):
+    with pytest.raises(UserError, match=r"b\.jsonl:2: malformed row \(field 'question' is empty\)"):
         load_records(f)
     recs, stats = load_records(f, on_error="skip")
     assert len(recs) == 1 and len(stats) == 2
-    assert "b.jsonl:3" in stats.skipped[1] and "no answer" in stats.skipped[1]
+    assert "b.jsonl:3" in stats.skipped[1] and "field 'answer' is missing" in stats.skipped[1]
 
 
 def test_duplicate_ids_and_limit(tmp_path):

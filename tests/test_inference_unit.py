@@ -84,11 +84,11 @@ def test_question_only_rows_are_accepted_when_no_answer_is_required():
     assert rec.answer == "3" and rec.task == "math"
     rec = row_to_record({"prompt": "Renamed?"}, "f-3", {"question": "prompt"}, require_answer=False)
     assert rec.question == "Renamed?" and rec.answer == ""
-    with pytest.raises(ValueError, match="no question"):
+    with pytest.raises(ValueError, match="field 'question' is missing"):
         row_to_record({"answer": "5"}, "f-4", require_answer=False)
     with pytest.raises(ValueError, match="missing"):
         row_to_record({"q": "x"}, "f-5", {"question": "prompt"}, require_answer=False)
-    with pytest.raises(ValueError, match="no answer"):
+    with pytest.raises(ValueError, match="field 'answer' is missing"):
         row_to_record({"question": "Q?"}, "f-6")
 
 

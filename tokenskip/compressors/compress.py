@@ -1,6 +1,8 @@
-"""``tokenskip compress``: prune every CoT of a JSONL file to each ratio γ from one scoring pass.
+"""``tokenskip compress``: prune every CoT of a file to each ratio γ from one scoring pass.
 
-Reads the input as a stream (memory stays flat in the dataset size), scores blocks of CoTs with the chosen
+Checks every input row first (:func:`check_rows`, before any model loads), then reads the input as a
+stream (memory stays flat in the dataset size; .jsonl / .json / .parquet via
+:func:`tokenskip.data.inputs.read_rows`), scores blocks of CoTs with the chosen
 scorer, prunes each scored CoT to every ratio, and appends one line per record to ``compressed_<γ>.jsonl``
 (flushed and fsynced per record). Re-running the same command after a crash or Ctrl-C skips the records
 already written to every ratio file and finishes the rest: nothing is lost or written twice.
@@ -222,35 +224,48 @@ def result_row(row: Row, ratio: float, compressed: str, original_tokens: int, co
 
 
 def iter_rows(path: Path, field: str, on_error: str, stats: Any) -> Iterator[Row]:
-    """Stream the input's rows as :class:`Row` (id defaults to ``<stem>-<line-1>``)."""
-    from tokenskip.data.jsonl import read_jsonl
+    """Stream the input's rows as :class:`Row` (id defaults to ``<stem>-<line-1>``).
+
+    Required per row: ``question`` (or MATH's ``problem``) as non-blank text, ``answer`` as non-blank text
+    or a number, and ``field`` (the CoT) as a string -- an empty CoT is kept (compressed to ""). Anything
+    else is a UserError naming file, line and field, or skipped and counted (``on_error="skip"``).
+    """
+    from tokenskip.data.inputs import locate, read_rows, require_fields
 
     seen: set[str] = set()
-    for lineno, obj in read_jsonl(path, on_error=on_error, stats=stats):  # type: ignore[arg-type]
+    for lineno, obj in read_rows(path, on_error=on_error, stats=stats):  # type: ignore[arg-type]
         rid = obj.get("id")
         rid = f"{path.stem}-{lineno - 1}" if rid in (None, "") else str(rid)
-        cot = obj.get(field)
-        problem = None
-        if not isinstance(cot, str):
-            problem = f"no '{field}' text" if cot is None else f"'{field}' is not a string"
-        elif rid in seen:
-            problem = f"duplicate id '{rid}'"
-        if problem:
-            msg = f"{path}:{lineno}: {problem}"
+        qkey = "problem" if "problem" in obj and "question" not in obj else "question"
+        try:
+            require_fields(obj, text=[qkey], values=["answer"], strings=[field])
+            if rid in seen:
+                raise ValueError(f"duplicate id '{rid}'")
+        except ValueError as e:
+            msg = f"{locate(path, lineno)}: {e}"
             if on_error == "raise":
-                raise UserError(msg)
+                raise UserError(msg) from None
             stats.add(msg)
             continue
         seen.add(rid)
-        yield Row(rid, obj.get("question"), obj.get("answer"), cot)
+        yield Row(rid, obj[qkey], obj["answer"], obj[field])
 
 
-def count_lines(path: Path) -> int:
+def check_rows(path: Path, field: str, on_error: str, limit: int | None) -> tuple[int, Any]:
+    """Read every row the run will use once, before any model loads: bad input fails fast. Returns the
+    number of usable rows (at most ``limit``) and the stats of skipped ones."""
+    from tokenskip.data.jsonl import BadLineStats
+
+    stats = BadLineStats()
     n = 0
-    with path.open("rb") as f:
-        for line in f:
-            n += bool(line.strip())
-    return n
+    for _ in iter_rows(path, field, on_error, stats):
+        n += 1
+        if limit is not None and n >= limit:
+            break
+    if n == 0:
+        first = f", first: {stats.skipped[0]}" if len(stats) else ""
+        raise UserError(f"{path}: no usable rows ({len(stats)} malformed{first})")
+    return n, stats
 
 
 def read_ids(path: Path) -> set[str]:
@@ -313,6 +328,7 @@ def run_shard(
     progress: bool,
     skip_ids: set[str] | None = None,
     position: int = 0,
+    total_rows: int | None = None,
 ) -> dict:
     """Compress the rows of one shard (``index % N == K``) into ``out``; returns counters."""
     from tqdm import tqdm
@@ -326,9 +342,7 @@ def run_shard(
         if skip_ids:
             done |= skip_ids
         k, n_shards = shard
-        total = count_lines(input_path)
-        if limit is not None:
-            total = min(total, limit)
+        total = total_rows or 0  # usable rows, counted by check_rows (limit applied)
         total = (total - k + n_shards - 1) // n_shards if n_shards > 1 else total
         bar = tqdm(
             total=total,
@@ -382,10 +396,6 @@ def run_shard(
         flush()
         bar.close()
         counts["malformed_rows"] = len(stats)
-        if len(stats):
-            print(
-                f"tokenskip: skipped {len(stats)} malformed rows, first: {stats.skipped[0]}", file=sys.stderr
-            )
         if scorer is not None and hasattr(scorer, "describe"):
             counts["scorer"] = scorer.describe()
         return counts
@@ -514,8 +524,9 @@ def compress(
     to resume after an interruption.
 
     Args:
-        input: JSONL with question, answer and the CoT (``tokenskip generate`` output or pre-split GSM8K);
-            a row without ``id`` gets ``<file stem>-<line - 1>``.
+        input: .jsonl / .json / .parquet rows with question, answer and the CoT (``tokenskip generate``
+            output or pre-split GSM8K); a row without ``id`` gets ``<file stem>-<line - 1>``. Every row is
+            checked before any model loads: question and answer must be non-empty, the CoT a string.
         out: output folder.
         ratios: comma-separated γ values in (0, 1]: the share of target-model CoT tokens to keep.
         scorer: ``llmlingua2`` (LLMLingua-2 token classifier, TokenSkip's choice), ``selfinfo`` (causal-LM
@@ -542,7 +553,8 @@ def compress(
         max_batch_tokens: padded tokens per forward pass (default: scorer's own, 16384 / 8192).
         limit: compress only the first N rows.
         seed: seed of the random scorer.
-        on_error: ``raise`` stops at the first malformed row; ``skip`` skips and counts them.
+        on_error: ``raise`` stops at the first malformed row (not UTF-8, not an object, a missing/null/empty
+            question, answer or CoT field, a duplicate id); ``skip`` skips and counts them.
         progress: show a progress bar on stderr.
     """
     from tokenskip.data.jsonl import check_input_file
@@ -570,6 +582,12 @@ def compress(
     if (forced or keep_digits or drop_consecutive) and scorer in ("random", "truncation"):
         raise UserError(f"--force_tokens/--keep_digits/--drop_consecutive do not apply to --scorer {scorer}")
     k, n_shards = parse_shard(shard)
+    total_rows, bad_rows = check_rows(input_path, field, on_error, limit)
+    if len(bad_rows):
+        print(
+            f"tokenskip: skipping {len(bad_rows)} malformed rows, first: {bad_rows.skipped[0]}",
+            file=sys.stderr,
+        )
     device_list = _resolve_devices(devices, device, scorer)
     if len(device_list) > 1 and n_shards > 1:
         raise UserError("use either --devices (one machine) or --shard (several machines), not both")
@@ -608,6 +626,7 @@ def compress(
         "on_error": on_error,
         "batch_size": batch_size,
         "limit": limit,
+        "total_rows": total_rows,
     }
     if len(device_list) == 1:
         counts = run_shard(
@@ -642,7 +661,7 @@ def compress(
         "devices": device_list,
         "scorer_info": next((w["scorer"] for w in workers if "scorer" in w), None),
         "written_this_run": sum(w.get("written", 0) for w in workers),
-        "malformed_rows_skipped": sum(w.get("malformed_rows", 0) for w in workers),
+        "malformed_rows_skipped": len(bad_rows),
         "elapsed_s": round(time.time() - started, 2),
     }
     summary = summarize(out_dir, ratio_list, extra)

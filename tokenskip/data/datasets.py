@@ -11,20 +11,24 @@ Sources, by ``--dataset``:
   columns renamed with ``column_map`` (e.g. ``{"question": "prompt", "answer": "target"}``).
 * any other ``owner/name``: a hub dataset (needs network), read with ``column_map``.
 
-A malformed row (not an object, no question, no answer) raises a UserError naming file and line, or with
-``on_error="skip"`` is skipped and counted in the returned stats -- never dropped silently.
+Files are read by :func:`tokenskip.data.inputs.read_rows` (JSONL with or without BOM, LF or CRLF; a JSON
+array; parquet). Required per row: ``question`` (or MATH's ``problem``) as non-blank text, and ``answer``
+as non-blank text or a number (or MATH's ``solution`` with a ``\boxed{}``); ``cot``, if present, is text
+(``require_cot``: non-blank text, for build-sft). A malformed row (not valid UTF-8, not an object, a
+missing / null / empty required field, a duplicate id) raises a UserError naming file, line and field, or
+with ``on_error="skip"`` is skipped and counted in the returned stats -- never dropped silently.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tokenskip.data.jsonl import BadLineStats, OnError, check_input_file, read_jsonl
+from tokenskip.data.inputs import field_problem, locate, read_rows
+from tokenskip.data.jsonl import BadLineStats, OnError
 from tokenskip.errors import UserError
 from tokenskip.grading import last_boxed
 
@@ -66,9 +70,10 @@ def row_to_record(
     default_id: str,
     column_map: dict[str, str] | None = None,
     task: str | None = None,
+    require_cot: bool = False,
     require_answer: bool = True,
 ) -> Record:
-    """Map one raw row onto a Record; raise ValueError with a short reason if it cannot be mapped.
+    """Map one raw row onto a Record; raise ValueError naming the unusable field if it cannot be mapped.
 
     With ``require_answer=False`` a row may hold only a question (``infer`` on bare questions): its Record
     has ``answer=""`` and is not graded.
@@ -81,72 +86,38 @@ def row_to_record(
             row[target] = row[source]
     rid = str(row.get("id") if row.get("id") not in (None, "") else default_id)
     if "problem" in row and "question" not in row:  # MATH format
-        question = row.get("problem")
+        qkey, rtask = "problem", task or "math"
         answer = row.get("answer")
         solution = row.get("solution")
         if (answer is None or str(answer).strip() == "") and isinstance(solution, str):
             answer = last_boxed(solution)
+            if answer is None:
+                raise ValueError("no 'answer', and no \\boxed{} answer in 'solution'")
         cot = row.get("cot", solution)
-        rtask = task or "math"
     else:
-        question = row.get("question")
+        qkey, rtask = "question", task or "gsm8k"
         answer = row.get("answer")
         cot = row.get("cot")
         if isinstance(answer, str) and "####" in answer and cot is None:  # GSM8K HF format
             cot_part, _, ans = answer.rpartition("####")
             cot, answer = cot_part.strip(), ans.strip().replace(",", "")
-        rtask = task or "gsm8k"
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("no question text")
-    if answer is None or (isinstance(answer, str) and not answer.strip()):
-        if require_answer:
-            raise ValueError("no answer")
+    fields = {qkey: row[qkey]} if qkey in row else {}
+    if "answer" in row or answer is not None:
+        fields["answer"] = answer
+    if "cot" in row or cot is not None:
+        fields["cot"] = cot
+    checks = [(qkey, "text")]
+    if require_answer or answer is not None and str(answer).strip() != "":
+        checks.append(("answer", "value"))
+    else:
         answer = ""
-    if cot is not None and not isinstance(cot, str):
-        raise ValueError("cot is not a string")
-    return Record(id=rid, question=question.strip(), answer=_answer_to_str(answer), cot=cot, task=rtask)
-
-
-def _rows_from_file(path: Path, on_error: OnError, stats: BadLineStats):
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        yield from read_jsonl(path, on_error=on_error, stats=stats)
-        return
-    check_input_file(path)
-    if suffix == ".txt":  # one question per line
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                yield i + 1, {"question": line}
-        return
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise UserError(f"{path}: not valid JSON ({str(e).splitlines()[0][:120]})") from None
-        if isinstance(data, dict):
-            data = data.get("data", data.get("examples"))
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON list of objects (or {{'data': [...]}})")
-        for i, row in enumerate(data):
-            if not isinstance(row, dict):
-                msg = f"{path}: item {i}: expected a JSON object"
-                if on_error == "raise":
-                    raise UserError(msg)
-                stats.add(msg)
-                continue
-            yield i + 1, row
-        return
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as e:  # pyarrow raises several types for corrupt files
-            raise UserError(f"{path}: cannot read parquet ({str(e).splitlines()[0][:120]})") from None
-        for i, row in enumerate(table.to_pylist()):
-            yield i + 1, row
-        return
-    raise UserError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .parquet or .txt)")
+    if require_cot or cot is not None:  # an optional cot may be absent or null, never a non-string
+        checks.append(("cot", "text" if require_cot else "string"))
+    for name, kind in checks:
+        problem = field_problem(fields, name, kind)
+        if problem:
+            raise ValueError(problem)
+    return Record(id=rid, question=fields[qkey].strip(), answer=_answer_to_str(answer), cot=cot, task=rtask)
 
 
 def _hub_rows(name: str, config: str | None, split: str):
@@ -188,7 +159,7 @@ def collect_rows(
             if key(item) in seen:
                 raise ValueError(f"duplicate id '{key(item)}'")
         except ValueError as e:
-            msg = f"{where}:{lineno}: malformed row ({e})"
+            msg = f"{locate(where, lineno)}: malformed row ({e})"
             if on_error == "raise":
                 raise UserError(msg) from None
             stats.add(msg)
@@ -209,12 +180,14 @@ def load_records(
     on_error: OnError = "raise",
     limit: int | None = None,
     task: str | None = None,
+    require_cot: bool = False,
     require_answer: bool = True,
 ) -> tuple[list[Record], BadLineStats]:
     """Load ``dataset`` as Records. Returns the records and the stats of skipped malformed rows.
 
-    ``require_answer=False`` also accepts rows with only a question (and ``.txt`` files, one question per line).
-    """
+    ``require_cot``: a row without a non-blank ``cot`` (or GSM8K ``####`` / MATH ``solution`` one) is
+    malformed, as for build-sft, which trains on it. ``require_answer=False`` also accepts rows with only a
+    question (and ``.txt`` files, one question per line), as infer does."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     if task is not None and task not in ("gsm8k", "math"):
@@ -226,13 +199,13 @@ def load_records(
     local = Path(name).expanduser()
     prefix = f"{local.parent.name}-{local.stem}" if local.parent.name else local.stem
     if name == "sample":
-        rows, where, prefix = _rows_from_file(SAMPLE_FILE, on_error, stats), str(SAMPLE_FILE), "sample"
+        rows, where, prefix = read_rows(SAMPLE_FILE, on_error, stats), str(SAMPLE_FILE), "sample"
     elif name in NAMED:
         data_dir = os.environ.get("TOKENSKIP_DATA_DIR")
         candidate = Path(data_dir) / name.replace("-", "_") / f"{split}.jsonl" if data_dir else None
         prefix = f"{name}-{split}"
         if candidate is not None and candidate.exists():
-            rows, where = _rows_from_file(candidate, on_error, stats), str(candidate)
+            rows, where = read_rows(candidate, on_error, stats), str(candidate)
         elif name in HUB_DATASETS:
             hub, config = HUB_DATASETS[name]
             rows, where = _hub_rows(hub, config, split), hub
@@ -241,7 +214,7 @@ def load_records(
                 f"dataset '{name}' has no hub copy: pass its file path, or set TOKENSKIP_DATA_DIR"
             )
     elif local.exists() or local.suffix.lower() in (".jsonl", ".json", ".parquet", ".txt"):
-        rows, where = _rows_from_file(local, on_error, stats), str(local)
+        rows, where = read_rows(local, on_error, stats, txt_field="question"), str(local)
     elif "/" in name:
         rows, where, prefix = _hub_rows(name, None, split), name, name.split("/")[-1]
     else:
@@ -250,7 +223,9 @@ def load_records(
     records = collect_rows(
         rows,
         where,
-        lambda lineno, row: row_to_record(row, f"{prefix}-{lineno - 1}", column_map, task, require_answer),
+        lambda lineno, row: row_to_record(
+            row, f"{prefix}-{lineno - 1}", column_map, task, require_cot, require_answer
+        ),
         lambda rec: rec.id,
         on_error,
         stats,

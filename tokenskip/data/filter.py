@@ -14,9 +14,10 @@ def keep_record(row: dict[str, Any], max_cot_tokens: int | None, require_correct
         return False
     if max_cot_tokens is not None:
         tokens = row.get("cot_tokens")
-        if tokens is None or int(tokens) > max_cot_tokens:
+        if not isinstance(tokens, int | float) or isinstance(tokens, bool) or tokens > max_cot_tokens:
             return False
-    return bool(str(row.get("cot", "")).strip())
+    cot = row.get("cot")
+    return isinstance(cot, str) and bool(cot.strip())
 
 
 def filter_records(
@@ -29,19 +30,23 @@ def filter_records(
     """Keep generated records that are correct and whose CoT has at most N tokens.
 
     Args:
-        input: JSONL from `tokenskip generate` (records without a 'correct' field are graded first).
+        input: records from `tokenskip generate` (.jsonl, .json or .parquet; records without a 'correct'
+            field are graded first, which needs their 'output' and 'answer').
         out: filtered JSONL (written atomically).
         max_cot_tokens: drop records whose cot_tokens exceed this (none: no length limit).
         require_correct: drop records graded incorrect.
-        on_error: a malformed line is fatal (raise) or skipped (skip).
+        on_error: a malformed row is fatal (raise) or skipped and counted (skip).
     """
     if max_cot_tokens is not None and max_cot_tokens < 1:
         raise UserError(f"--max_cot_tokens must be >= 1, got {max_cot_tokens}")
-    from tokenskip.eval.evaluate import load_results  # grades records that carry no 'correct' yet
+    from tokenskip.data.jsonl import BadLineStats
+    from tokenskip.eval.evaluate import load_results, report_skipped  # grades records without 'correct'
 
-    rows = load_results(input, on_error=on_error)
+    stats = BadLineStats()
+    rows = load_results(input, on_error=on_error, stats=stats)
+    report_skipped(input, stats)
     total = len(rows)
     kept = [row for row in rows if keep_record(row, max_cot_tokens, require_correct)]
     n = write_jsonl_atomic(out, kept)
     print(f"tokenskip: kept {n} of {total} records -> {out}")
-    return {"total": total, "kept": n}
+    return {"total": total, "kept": n, "malformed_skipped": len(stats)}

@@ -46,33 +46,15 @@ def check_input_file(path: str | os.PathLike) -> Path:
 def read_jsonl(
     path: str | os.PathLike, on_error: OnError = "raise", stats: BadLineStats | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file (whatever its suffix).
 
-    A line that is not a JSON object raises UserError naming file and line (``on_error="raise"``), or is
-    skipped and recorded in ``stats`` (``on_error="skip"``).
+    UTF-8 with or without a BOM, LF or CRLF. A line that is not a JSON object, or holds text that is not
+    valid UTF-8, raises UserError naming file and line (``on_error="raise"``), or is skipped and recorded in
+    ``stats`` (``on_error="skip"``). User files of any supported format: :func:`tokenskip.data.inputs.read_rows`.
     """
-    p = check_input_file(path)
-    with p.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            except ValueError as e:
-                msg = f"{p}:{lineno}: malformed JSONL line ({_short(e)})"
-                if on_error == "raise":
-                    raise UserError(msg) from None
-                if stats is not None:
-                    stats.add(msg)
-                continue
-            yield lineno, obj
+    from tokenskip.data.inputs import read_jsonl_rows
 
-
-def _short(e: Exception) -> str:
-    s = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return s[:120]
+    yield from read_jsonl_rows(check_input_file(path), on_error, stats)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -130,7 +112,7 @@ class ResumableJsonlWriter:
             with self.path.open("r+b") as f:
                 f.truncate(cut)
             data = data[:cut]
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(data.decode("utf-8-sig", "replace").splitlines(), start=1):
             if not line.strip():
                 continue
             try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenskip.data.datasets import Record
-from tokenskip.data.jsonl import read_jsonl
+from tokenskip.data.inputs import locate, read_rows
 from tokenskip.data.prompts import PromptPreset
 from tokenskip.errors import UserError
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
@@ -106,9 +106,9 @@ def chat_prompt(tokenizer: Any, message: str, base: PromptPreset | None = None) 
 
 def _read_traces(path: str | Path) -> list[dict[str, Any]]:
     rows = []
-    for lineno, row in read_jsonl(path):
+    for lineno, row in read_rows(path):
         if "id" not in row or "searched" not in row:
-            raise UserError(f"{path}:{lineno}: not a TALE search trace (no 'id'/'searched')")
+            raise UserError(f"{locate(path, lineno)}: not a TALE search trace (no 'id'/'searched')")
         rows.append(row)
     return rows
 
@@ -133,32 +133,42 @@ def fit_regressor(
         raise UserError(f"cannot fit the regression estimator: {e}") from None
 
 
-def load_regressor(path: str, count_tokens: Callable[[str], int] | None = None) -> RegressionEstimator:
-    """A regression estimator from ``regressor.json`` (written by ``tale search``) or fitted on the fly
-    from a search's ``traces.jsonl`` (or its output folder)."""
+def regressor_source(path: str) -> RegressionEstimator | list[dict[str, Any]]:
+    """``--regressor``, read before any model loads: a fitted ``regressor.json`` (written by ``tale
+    search``), or the searched traces (``traces.jsonl`` or the search's output folder) to fit one on."""
     p = Path(path)
     if p.is_dir():
         p = p / "regressor.json" if (p / "regressor.json").exists() else p / "traces.jsonl"
     if not p.exists():
         raise UserError(f"--regressor {path}: file not found")
     if p.suffix == ".jsonl":
-        return fit_regressor(_read_traces(p), count_tokens)
+        return _read_traces(p)
     try:
-        return RegressionEstimator.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        return RegressionEstimator.from_dict(json.loads(p.read_text(encoding="utf-8-sig")))
     except (ValueError, TypeError, AttributeError) as e:
         raise UserError(f"--regressor {p}: {str(e).splitlines()[0][:200]}") from None
+
+
+def make_regressor(
+    source: RegressionEstimator | list[dict[str, Any]] | None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> RegressionEstimator | None:
+    """The estimator of a :func:`regressor_source` (traces are fitted here, with ``count_tokens``)."""
+    if source is None or isinstance(source, RegressionEstimator):
+        return source
+    return fit_regressor(source, count_tokens)
 
 
 def load_budget_file(path: str, records: Sequence[Record]) -> dict[str, dict[str, Any]]:
     """``id -> estimate fields`` from a ``tale estimate`` output; every record must have a budget."""
     found: dict[str, dict[str, Any]] = {}
-    for lineno, row in read_jsonl(path):
+    for lineno, row in read_rows(path):
         if "id" not in row or "budget" not in row:
-            raise UserError(f"{path}:{lineno}: not a `tale estimate` record (no 'id'/'budget')")
+            raise UserError(f"{locate(path, lineno)}: not a `tale estimate` record (no 'id'/'budget')")
         try:
             row["budget"] = check_budget(row["budget"])
         except ValueError as e:
-            raise UserError(f"{path}:{lineno}: {e}") from None
+            raise UserError(f"{locate(path, lineno)}: field 'budget': {e}") from None
         found[str(row["id"])] = {k: row.get(k) for k in ESTIMATE_FIELDS}
     missing = [r.id for r in records if r.id not in found]
     if missing:
@@ -282,6 +292,7 @@ class TaleEP(Method):
             raise UserError(str(e)) from None
         self._estimator: BudgetEstimator | None = None
         self._from_file: dict[str, dict[str, Any]] | None = None
+        self._regressor: RegressionEstimator | list[dict[str, Any]] | None = None
 
     def preset(self, base: PromptPreset) -> PromptPreset:
         return raw_preset(base)
@@ -295,7 +306,9 @@ class TaleEP(Method):
     def _budget_estimator(self, ctx: Context) -> BudgetEstimator:
         if self._estimator is None:
             o, g = self.options, ctx.generator
-            reg = load_regressor(o["regressor"], g.count_tokens) if o.get("regressor") else None
+            if self._regressor is None and self.estimator == "regression" and o.get("regressor"):
+                self._regressor = regressor_source(o["regressor"])
+            reg = make_regressor(self._regressor, g.count_tokens)
             self._estimator = BudgetEstimator(
                 self.estimator, g.tokenizer, g.count_tokens, g, reg,
                 o.get("fallback_budget") or DEFAULT_FALLBACK_BUDGET, o.get("min_budget") or DEFAULT_MIN_BUDGET,
@@ -306,6 +319,8 @@ class TaleEP(Method):
     def setup(self, records: Sequence[Record]) -> None:
         if self.options.get("budgets"):
             self._from_file = load_budget_file(self.options["budgets"], records)
+        elif self.estimator == "regression" and self.options.get("regressor"):
+            self._regressor = regressor_source(self.options["regressor"])  # read before any model loads
 
     def prepare(self, ctx: Context, records: list[Record]) -> list[dict[str, Any]]:
         if self.options.get("budgets"):

@@ -136,17 +136,13 @@ def load_examples(
     original: str, compressed: dict[float, dict[str, dict[str, Any]]], on_error: OnError = "raise"
 ) -> tuple[list[Example], Counter]:
     """Join the original CoTs with their compressed versions by id."""
-    records, stats = load_records(original, on_error=on_error)
+    records, stats = load_records(original, on_error=on_error, require_cot=True)
     for msg in stats.skipped:
         print(f"tokenskip: skipped {msg}")
     counts: Counter = Counter()
     examples = []
-    for rec in records:
-        if not rec.cot or not rec.cot.strip():
-            if on_error == "raise":
-                raise UserError(f"{original}: record '{rec.id}' has no cot (the original chain of thought)")
-            counts["no_cot"] += 1
-            continue
+    for rec in records:  # load_records(require_cot=True): every record has a non-blank cot
+        assert rec.cot is not None
         comp = {}
         for ratio, rows in compressed.items():
             row = rows.get(rec.id)
@@ -212,8 +208,9 @@ def build_sft(
     ``OUT/dataset_info.json`` for LLaMA-Factory with ``--alpaca``.
 
     Args:
-        original: JSONL with id, question, answer and cot (``tokenskip generate`` output, best after
-            ``tokenskip filter`` keeps the correct ones, or the pre-split GSM8K file).
+        original: .jsonl / .json / .parquet rows with id, question, answer and a non-empty cot
+            (``tokenskip generate`` output, best after ``tokenskip filter`` keeps the correct ones, or the
+            pre-split GSM8K file).
         compressed: output folder of ``tokenskip compress`` (``compressed_<γ>.jsonl`` files).
         out: output folder.
         model: target model; its EOS token is the ratio delimiter unless the preset or --delimiter sets one.
@@ -233,15 +230,16 @@ def build_sft(
         if missing:
             found = ", ".join(format_ratio(r) for r in sorted(comp))
             raise UserError(f"--ratios {missing}: not in {compressed} (found: {found})")
+    # every input row is checked before the tokenizer loads
+    examples, counts = load_examples(original, comp, on_error=on_error)
+    if not examples:
+        raise UserError(f"{original}: no usable examples")
     eos = None
     if delimiter is None and p.delimiter is None:
         from tokenskip.models import load_tokenizer
 
         eos = load_tokenizer(model).eos_token
     resolved = resolve_sft_preset(p, delimiter, eos)
-    examples, counts = load_examples(original, comp, on_error=on_error)
-    if not examples:
-        raise UserError(f"{original}: no usable examples")
     rows = build_mixture(examples, resolved, seed=seed, ratios=ratios, every_ratio=every_ratio)
 
     out_dir = Path(out)

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tokenskip.data.jsonl import read_jsonl, write_json_atomic
+from tokenskip.data.inputs import locate, read_rows
+from tokenskip.data.jsonl import write_json_atomic
 from tokenskip.errors import UserError
 from tokenskip.inference.tale_budget import TaleTemplate, get_template
 from tokenskip.models import DEFAULT_MODEL
@@ -242,9 +243,9 @@ def read_traces(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not p.exists():
         raise UserError(f"--traces {path}: no traces.jsonl (run `tokenskip tale search` first)")
     rows = []
-    for lineno, row in read_jsonl(p):
+    for lineno, row in read_rows(p):
         if "id" not in row or "searched" not in row or "question" not in row:
-            raise UserError(f"{p}:{lineno}: not a `tale search` trace (no id/question/searched)")
+            raise UserError(f"{locate(p, lineno)}: not a `tale search` trace (no id/question/searched)")
         rows.append(row)
     return rows
 

@@ -24,7 +24,7 @@ from tokenskip.inference.runner import run_records
 from tokenskip.inference.tale_budget import (
     check_budget,
 )
-from tokenskip.methods.tale_ep import BudgetEstimator, EstimateArgs, TaleEP, load_regressor
+from tokenskip.methods.tale_ep import BudgetEstimator, EstimateArgs, TaleEP, make_regressor, regressor_source
 from tokenskip.workflows.generate import run_method
 
 Estimator = Literal["zero-shot", "regression"]
@@ -71,6 +71,7 @@ def estimate(
     """
     check_estimator(estimator, est.regressor)
     records, _ = data.load()
+    reg_source = regressor_source(est.regressor) if est.regressor else None  # read before any model loads
     t0 = time.perf_counter()
     batch = sampling.batch(model.backend)
     generator = None
@@ -85,7 +86,7 @@ def estimate(
         def count(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    reg = load_regressor(est.regressor, count) if est.regressor else None
+    reg = make_regressor(reg_source, count)
     estimator_ = BudgetEstimator(
         estimator, tokenizer, count, generator, reg, est.fallback_budget, est.min_budget, est.max_budget,
         est.estimate_max_new_tokens, model.preset(None),
