@@ -81,6 +81,7 @@ def test_specs_names_and_errors():
     assert names == ["budget-forcing@16", "budget-forcing@16+wait1", "budget-forcing@8+wait3"]
     m = get_method("budget-forcing@32+wait2", template="tale")  # bench passes TALE's option to every method
     assert (m.value, m.wait, m.requested_ratio) == (32, 2, None)
+    assert get_method("budget-forcing@32", wait=1).name == "budget-forcing@32+wait1"  # e.g. a request field
     for bad, msg in [
         ("budget-forcing", "thinking budget"),
         ("budget-forcing@x", "thinking budget"),

@@ -81,9 +81,12 @@ class BudgetForcing(Method):
 
     def __init__(self, value: Any = None, wait: int = 0, **options: Any) -> None:
         super().__init__(value, **options)
-        if int(wait) < 0:
-            raise UserError(f"budget-forcing: wait must be >= 0, got {wait}")
-        self.wait = int(wait)
+        try:
+            self.wait = int(wait)
+        except (TypeError, ValueError):
+            raise UserError(f"budget-forcing: wait must be an integer >= 0, got {wait!r}") from None
+        if self.wait < 0:
+            raise UserError(f"budget-forcing: wait must be an integer >= 0, got {wait!r}")
 
     @classmethod
     def parse(cls, text: str | None, **options: Any) -> Method:
@@ -97,8 +100,9 @@ class BudgetForcing(Method):
         budget = int(m.group(1))
         if budget < 1:
             raise UserError(f"method 'budget-forcing@{text}': the budget must be >= 1")
-        waits = 0 if m.group(2) is None else int(m.group(2) or 1)
-        return cls(budget, **{**options, "wait": waits})
+        if m.group(2) is not None:  # the spec's +waitK wins over a ``wait`` option
+            options = {**options, "wait": int(m.group(2) or 1)}
+        return cls(budget, **options)
 
     @property
     def name(self) -> str:
