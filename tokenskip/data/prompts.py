@@ -6,6 +6,10 @@ and :func:`format_target`, so a model is always served with exactly the prompt i
 TokenSkip's format (arXiv 2502.12067): the user message is ``instruction + "\\n" + question``; for a
 ratio γ < 1 the message ends with ``<delim>γ<delim>`` (γ written like ``0.5``). The target is the
 (compressed) CoT followed by ``"\\n\\nThe final answer is: $\\boxed{ANSWER}$"``.
+
+Thinking models (DeepSeek-R1-Distill, Qwen3 with ``enable_thinking``, QwQ) write their CoT inside
+``<think>…</think>``; their presets name the tags, and the CoT is the thinking block (:func:`split_thinking`).
+``docs/thinking.md`` lists every preset's exact prompt strings.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from tokenskip.errors import UserError
 
 COT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 ANSWER_SEPARATOR = "\n\nThe final answer is:"
+# what a thinking preset's forced answer opens with, after "</think>" (s1's "Final Answer:", then a box)
+THINKING_ANSWER_CUE = "Final Answer: $\\boxed{"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class PromptPreset:
             ``None`` for models without a thinking block (the CoT then ends at the answer separator).
         chat_template_kwargs: extra arguments for the tokenizer's chat template (e.g. Qwen3's
             ``{"enable_thinking": true}``).
+        answer_cue: the text that opens a forced answer (budget forcing): appended to a CoT cut at its
+            budget, after the closed thinking block for thinking presets (see :func:`forced_answer`). It
+            ends in ``\\boxed{`` so the forced answer is gradeable.
     """
 
     name: str
@@ -46,6 +55,7 @@ class PromptPreset:
     think_open: str | None = None
     think_close: str | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    answer_cue: str = ANSWER_SEPARATOR + " $\\boxed{"
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict (what ``tokenskip_adapter.json`` records)."""
@@ -53,9 +63,14 @@ class PromptPreset:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PromptPreset:
-        """A preset from a recorded dict; fields this version does not know are ignored."""
+        """A preset from a recorded dict; fields this version does not know are ignored, and fields the
+        record lacks (a record written before they existed) come from the built-in preset of that name."""
+        from dataclasses import replace
+
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        given = {k: v for k, v in d.items() if k in known}
+        base = PRESETS.get(str(given.get("name")))
+        return replace(base, **given) if base is not None else cls(**given)
 
 
 PRESETS: dict[str, PromptPreset] = {
@@ -67,6 +82,26 @@ PRESETS: dict[str, PromptPreset] = {
     "tokenskip": PromptPreset(
         name="tokenskip", system="You are a helpful assistant.", delimiter="<|eot_id|>"
     ),
+    # DeepSeek-R1-Distill-Qwen/Llama (and any model whose template opens <think>, e.g. QwQ): DeepSeek's usage
+    # recommendations: no system prompt, the math directive in the user turn. The chat template's
+    # generation prompt already ends in "<｜Assistant｜><think>\n": the output is thinking, "</think>", answer.
+    "r1-distill": PromptPreset(
+        name="r1-distill",
+        think_open="<think>",
+        think_close="</think>",
+        answer_cue=THINKING_ANSWER_CUE,
+    ),
+    # Qwen3 with thinking on (enable_thinking=True, the template's default): the model opens <think> itself.
+    "qwen3": PromptPreset(
+        name="qwen3",
+        think_open="<think>",
+        think_close="</think>",
+        chat_template_kwargs={"enable_thinking": True},
+        answer_cue=THINKING_ANSWER_CUE,
+    ),
+    # Qwen3 with thinking off: the template writes an empty "<think>\n\n</think>\n\n" into the prompt, and
+    # the output is a plain CoT that ends in the answer (no thinking block).
+    "qwen3-nothink": PromptPreset(name="qwen3-nothink", chat_template_kwargs={"enable_thinking": False}),
 }
 
 
@@ -173,3 +208,30 @@ def split_cot(output: str, preset: PromptPreset | str | None = None) -> str:
         if parts is not None:
             return parts[0]
     return output.split(ANSWER_SEPARATOR)[0]
+
+
+def split_answer(output: str, preset: PromptPreset | str | None = None) -> tuple[str, str]:
+    """``(cot, answer)``: the CoT as :func:`split_cot` gives it, and the answer part of the output: the text
+    after the close tag for thinking presets, else everything from ``"\\n\\nThe final answer is:"`` on."""
+    if preset is not None:
+        parts = split_thinking(output, get_preset(preset))
+        if parts is not None:
+            return parts
+    cot = split_cot(output)
+    return cot, output[len(cot) :]
+
+
+def thinking_end(preset: PromptPreset | str) -> str:
+    """The text that ends the CoT when the model ends it itself: the close tag, else the answer separator."""
+    p = get_preset(preset)
+    return p.think_close or ANSWER_SEPARATOR
+
+
+def forced_answer(preset: PromptPreset | str) -> str:
+    """What budget forcing appends to a CoT cut at its budget: ``"\\n" + close tag + "\\n\\n"`` and the
+    answer cue for thinking presets (``"\\n</think>\\n\\nFinal Answer: $\\boxed{"``), the answer cue alone
+    otherwise (``"\\n\\nThe final answer is: $\\boxed{"``)."""
+    p = get_preset(preset)
+    if p.think_close:
+        return f"\n{p.think_close}\n\n{p.answer_cue}"
+    return p.answer_cue

@@ -90,6 +90,7 @@ def bench(
         "batch_size": batch,
         "latency_samples": latency_samples,
         "preset": prompt_preset.name,
+        "thinking": prompt_preset.think_close is not None,
         "backend": model.backend,
     }
     run_json = root / "run.json"

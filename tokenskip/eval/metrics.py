@@ -99,6 +99,9 @@ def method_summary(
     """One benchmark row. Latencies are labelled: batch 1 (paper) vs batched (TokenSkip's code)."""
     base = summarize(rows)
     within, mean_budget = budget_adherence(rows)
+    thinking = [float(r["thinking_tokens"]) for r in rows if r.get("thinking_tokens") is not None]
+    answer = [float(r["answer_tokens"]) for r in rows if r.get("answer_tokens") is not None]
+    forced = [float(bool(r["forced"])) for r in rows if r.get("forced") is not None]
     b1 = [float(r["latency_s"]) for r in batch1_rows if r.get("latency_s") is not None]
     return {
         "method": method,
@@ -115,6 +118,9 @@ def method_summary(
         "truncated_share": base["truncated_share"],
         "budget_within_share": within,
         "mean_budget": mean_budget,
+        "mean_thinking_tokens": _mean(thinking),
+        "mean_answer_tokens": _mean(answer),
+        "forced_share": _mean(forced),
     }
 
 
@@ -133,13 +139,35 @@ BENCH_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
-def bench_markdown(rows: Sequence[dict[str, Any]], label: str | None = None) -> str:
-    """Markdown table of method summaries (``label`` prefixes each method, e.g. the model)."""
-    header = "| " + " | ".join(h for _, h, _ in BENCH_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * len(BENCH_COLUMNS)]
+# shown for thinking presets and beside budget forcing: the CoT/thinking part and the answer part apart
+THINKING_COLUMNS: list[tuple[str, str, str]] = [
+    ("mean_thinking_tokens", "thinking tokens", "f"),
+    ("mean_answer_tokens", "answer tokens", "f"),
+]
+FORCED_COLUMN = ("forced_share", "thinking cut (forced)", "%")
+
+
+def bench_columns(rows: Sequence[dict[str, Any]], thinking: bool = False) -> list[tuple[str, str, str]]:
+    """The table's columns: :data:`BENCH_COLUMNS`, the thinking/answer split for thinking presets or when
+    budget forcing ran, and the share of forced (cut) thinking when budget forcing ran."""
+    forced = any(r.get("forced_share") is not None for r in rows)
+    cols = list(BENCH_COLUMNS)
+    if thinking or forced:
+        cols[4:4] = THINKING_COLUMNS  # after CoT tokens
+    if forced:
+        cols.append(FORCED_COLUMN)
+    return cols
+
+
+def bench_markdown(rows: Sequence[dict[str, Any]], label: str | None = None, thinking: bool = False) -> str:
+    """Markdown table of method summaries (``label`` prefixes each method, e.g. the model); ``thinking``:
+    the run used a thinking preset (thinking and answer tokens get their own columns)."""
+    columns = bench_columns(rows, thinking)
+    header = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    lines = [header, "|" + "---|" * len(columns)]
     for r in rows:
         cells = []
-        for key, _, fmt in BENCH_COLUMNS:
+        for key, _, fmt in columns:
             v = r.get(key)
             if key == "method" and label:
                 v = f"{label}: {v}"

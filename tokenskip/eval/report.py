@@ -12,8 +12,17 @@ from typing import Any
 
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
 from tokenskip.errors import UserError
-from tokenskip.eval.metrics import BENCH_COLUMNS, bench_markdown, method_summary
+from tokenskip.eval.metrics import (
+    BENCH_COLUMNS,
+    FORCED_COLUMN,
+    THINKING_COLUMNS,
+    bench_markdown,
+    method_summary,
+)
 from tokenskip.methods import parse_methods
+
+# CSV columns after "method" (empty where a run has no such records)
+EXTRA_CSV = [k for k, _, _ in (*THINKING_COLUMNS, FORCED_COLUMN)]
 
 
 def load_run(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -70,14 +79,16 @@ def render(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
             f"max {meta.get('max_new_tokens')} new tokens, batched run at batch size {meta.get('batch_size')}, "
             f"batch-1 latency on the first {meta.get('latency_samples')} questions)\n"
         )
-        md.append(bench_markdown(rows, None))
+        md.append(bench_markdown(rows, None, thinking=bool(meta.get("thinking"))))
         md.append("")
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     all_rows = [{"run": label or meta.get("model"), **r} for label, meta, rows in runs for r in rows]
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(
-            f, fieldnames=["run", *[k for k, _, _ in BENCH_COLUMNS[1:]], "method"], extrasaction="ignore"
+            f,
+            fieldnames=["run", *[k for k, _, _ in BENCH_COLUMNS[1:]], "method", *EXTRA_CSV],
+            extrasaction="ignore",
         )
         writer.writeheader()
         writer.writerows(all_rows)

@@ -49,6 +49,9 @@ class Generation:
         finish_reason: ``"stop"`` (EOS or stop string) or ``"length"`` (hit max_new_tokens).
         latency_s: wall time of the call that produced it divided by the prompts in that call.
         batch_size: prompts generated together with this one.
+        extra: backend- or method-specific details.
+        stop_string: which of ``SamplingConfig.stop`` ended it (cut from ``text``); None when EOS or the
+            token limit did (budget forcing tells a closed thinking block from an EOS this way).
     """
 
     text: str
@@ -57,6 +60,13 @@ class Generation:
     latency_s: float
     batch_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    stop_string: str | None = None
+
+
+def first_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[int, str] | None:
+    """``(position, stop string)`` of the stop string that occurs first in ``text`` (None if none does)."""
+    hits = [(pos, s) for s in stop if s and (pos := text.find(s)) >= 0]
+    return min(hits, key=lambda h: h[0]) if hits else None
 
 
 class TextDeltas:

@@ -6,7 +6,14 @@ import time
 from typing import Any
 
 from tokenskip.errors import UserError
-from tokenskip.inference.base import Generation, Generator, SamplingConfig, StreamCallback, TextDeltas
+from tokenskip.inference.base import (
+    Generation,
+    Generator,
+    SamplingConfig,
+    StreamCallback,
+    TextDeltas,
+    first_stop,
+)
 from tokenskip.models import DEFAULT_MODEL, load_model
 
 
@@ -106,12 +113,20 @@ class HFGenerator(Generator):
                 break
         ids = ids[:n]
         text = tok.decode(ids, skip_special_tokens=True)
-        for s in config.stop:
-            pos = text.find(s)
-            if pos >= 0:
-                text, reason = text[:pos], "stop"
-                n = self.count_tokens(text)
-        return Generation(text=text, num_tokens=n, finish_reason=reason, latency_s=latency, batch_size=bs)
+        stop_string = None
+        hit = first_stop(text, config.stop)
+        if hit is not None:
+            pos, stop_string = hit
+            text, reason = text[:pos], "stop"
+            n = self.count_tokens(text)
+        return Generation(
+            text=text,
+            num_tokens=n,
+            finish_reason=reason,
+            latency_s=latency,
+            batch_size=bs,
+            stop_string=stop_string,
+        )
 
 
 class _BatchStreamer:

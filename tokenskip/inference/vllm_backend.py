@@ -266,9 +266,13 @@ class VLLMGenerator(Generator):
             ids.pop()
         n = len(ids)
         reason = "length" if out.finish_reason == "length" else "stop"
-        if isinstance(out.stop_reason, str):  # stopped on a stop string: vLLM already cut it from text
+        stop_string = out.stop_reason if isinstance(out.stop_reason, str) else None
+        if stop_string is not None:  # stopped on a stop string: vLLM already cut it from text
             n = self.count_tokens(out.text)
-        return Generation(text=out.text, num_tokens=n, finish_reason=reason, latency_s=latency, batch_size=bs)
+        return Generation(
+            text=out.text, num_tokens=n, finish_reason=reason, latency_s=latency, batch_size=bs,
+            stop_string=stop_string,
+        )  # fmt: skip
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

@@ -1,7 +1,8 @@
 """Length-control methods, registered by name: ``bench --methods``, ``infer --method`` and the server's
 request fields all resolve through :data:`REGISTRY`.
 
-A spec is ``kind`` or ``kind@arg`` (``tokenskip@0.5``, ``truncation@0.7``, ``tale-ep@256``). Adding a method is
+A spec is ``kind`` or ``kind@arg`` (``tokenskip@0.5``, ``truncation@0.7``, ``tale-ep@256``,
+``budget-forcing@512``). Adding a method is
 one module with a :class:`~tokenskip.methods.base.Method` subclass plus one line here; see
 ``onlynumbers.py`` for the smallest example.
 """
@@ -24,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "onlynumbers": "tokenskip.methods.onlynumbers:OnlyNumbers",
     "abbrewords": "tokenskip.methods.abbrewords:AbbreWords",
     "truncation": "tokenskip.methods.truncation:Truncation",
+    "budget-forcing": "tokenskip.methods.budget_forcing:BudgetForcing",
 }
 
 DEFAULT_METHODS = (

@@ -27,7 +27,7 @@ from tokenskip.data.prompts import (
     check_ratio,
     format_ratio,
     render_chat,
-    split_cot,
+    split_answer,
     user_message,
 )
 from tokenskip.errors import UserError
@@ -231,13 +231,16 @@ def make_record(
     """The output record of one question (every verb that generates writes these fields).
 
     A question without a reference answer (``infer`` on bare questions) gets ``answer``/``correct`` None and
-    the extracted ``prediction``.
+    the extracted ``prediction``. ``cot`` is the thinking block for thinking presets (else the text before
+    "The final answer is:"); ``thinking_tokens`` (= ``cot_tokens``) and ``answer_tokens`` count it and the
+    answer part (after ``</think>``, else from "The final answer is:" on) in the target tokenizer.
     """
     if rec.answer:
         prediction, correct = grade(gen.text, rec.answer, rec.task)
     else:
         prediction, correct = extract_answer(gen.text), None
-    cot = split_cot(gen.text, preset)
+    cot, answer_part = split_answer(gen.text, preset)
+    cot_tokens = generator.count_tokens(cot)
     return {
         "id": rec.id,
         "question": rec.question,
@@ -248,8 +251,10 @@ def make_record(
         "cot": cot,
         "prediction": prediction,
         "correct": correct,
-        "cot_tokens": generator.count_tokens(cot),
+        "cot_tokens": cot_tokens,
         "output_tokens": gen.num_tokens,
+        "thinking_tokens": cot_tokens,
+        "answer_tokens": generator.count_tokens(answer_part),
         "finish_reason": gen.finish_reason,
         "latency_s": round(gen.latency_s, 4),
         "batch_size": gen.batch_size,
