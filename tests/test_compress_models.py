@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tokenskip.compressors.compress import assign_costs, count_tokens
-from tokenskip.compressors.prune import prune, prune_calibrated
+from tokenskip.compressors.calibrate import prune_calibrated
+from tokenskip.compressors.prune import prune
 from tokenskip.compressors.testing import build_causal_lm, build_token_classifier, synthetic_cots
 
 pytestmark = pytest.mark.slow
@@ -105,7 +106,7 @@ def test_selfinfo_scorer_on_tiny_causal_lm(ckpts):
     assert [len(s) > 0 for s in scored] == [True, True, True, False, True]
     assert all((s.scores > 0).all() for s in scored if len(s))  # every word got some surprisal
     # windowing (16 tokens) gives the same surprisal as one pass except at window seams
-    wide = SelfInfoScorer(str(ckpts["lm"]), device="cpu", window=1024).score(texts[:1])[0]
+    wide = SelfInfoScorer(str(ckpts["lm"]), device="cpu", window=256).score(texts[:1])[0]  # the model's limit
     assert np.corrcoef(wide.scores, scored[0].scores)[0, 1] > 0.5
     assert len(prune(scored[0], 0.5)) < len(texts[0])
     # TokenSkip's LLaMA-3 settings work on selfinfo too: every number survives any γ

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tokenskip.compressors.baselines import RandomScorer, TruncationScorer
+from tokenskip.compressors.calibrate import prune_calibrated
 from tokenskip.compressors.compress import parse_ratios, parse_shard
 from tokenskip.compressors.prune import (
     CompatChunk,
@@ -13,7 +14,6 @@ from tokenskip.compressors.prune import (
     join_words,
     protect_words,
     prune,
-    prune_calibrated,
     prune_compat_chunk,
     regex_words,
     select_words,
