@@ -39,8 +39,9 @@ sys.path.insert(0, str(REPO))
 # shared/ sits next to the main checkout (../shared) or, from a worktree under wt/, two levels up
 DATA = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()), REPO / "data")
 
-from tokenskip.compressors.compress import assign_costs, count_tokens, parse_ratios  # noqa: E402
-from tokenskip.compressors.prune import prune, prune_calibrated  # noqa: E402
+from tokenskip.compressors.blocks import finish_block  # noqa: E402
+from tokenskip.compressors.compress import parse_ratios  # noqa: E402
+from tokenskip.compressors.prune import prune  # noqa: E402
 
 
 def load_cots(path: Path, n: int) -> list[str]:
@@ -68,23 +69,46 @@ def checkpoint(size: str, family: str, data: Path) -> Path:
     return folder
 
 
+class Clock:
+    """Wall-clock and process CPU seconds since the last :meth:`lap`. CPU seconds (all threads of this
+    process) hardly move when other jobs load the machine; wall seconds do."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = (wall - self.wall, cpu - self.cpu)
+        self.wall, self.cpu = wall, cpu
+        return out
+
+
 class ForwardTimer:
-    """Wraps a scorer's ``_forward`` and adds up the seconds spent in it (the model's share)."""
+    """Wraps a scorer's ``_forward`` and adds up the time spent in it (the model's share; synchronised
+    on CUDA so that the time is the GPU's), and the real and padded tokens it was fed."""
 
     def __init__(self, scorer: Any) -> None:
-        self.seconds = 0.0
+        self.seconds = self.cpu = 0.0
         self.tokens = 0
         self.padded = 0
         inner: Callable = scorer._forward
+        cuda = str(scorer.device).startswith("cuda")
 
-        def timed(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            t = time.perf_counter()
+        def timed(ids: Any, mask: Any) -> Any:
+            import torch
+
+            clock = Clock()
             try:
-                return inner(ids, mask)
+                out = inner(ids, mask)
+                if cuda:
+                    torch.cuda.synchronize(scorer.device)
+                return out
             finally:
-                self.seconds += time.perf_counter() - t
-                self.tokens += int(np.asarray(mask).astype(bool).sum())
-                self.padded += int(np.asarray(ids).size)
+                wall, cpu = clock.lap()
+                self.seconds += wall
+                self.cpu += cpu
+                self.tokens += int((mask != 0).sum())
+                self.padded += int(ids.numel())
 
         scorer._forward = timed
 
@@ -102,7 +126,8 @@ def forward_only(ckpt: Path, cots: list[str], device: str, batch: int = 16) -> d
         for st in range(0, max(len(ids), 1), 510):
             seqs.append([tok.cls_token_id, *ids[st : st + 510], tok.sep_token_id])
     seqs.sort(key=len, reverse=True)
-    t = time.perf_counter()
+    clock = Clock()
+    fed = 0
     with torch.inference_mode():
         for b in range(0, len(seqs), batch):
             rows = seqs[b : b + batch]
@@ -113,17 +138,20 @@ def forward_only(ckpt: Path, cots: list[str], device: str, batch: int = 16) -> d
                 ids[r, : len(s)] = torch.tensor(s)
                 mask[r, : len(s)] = 1
             model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-    seconds = time.perf_counter() - t
-    return {"forward_only_s": round(seconds, 2), "tokens": sum(len(s) for s in seqs)}
+            fed += ids.numel()
+    wall, cpu = clock.lap()
+    return {"s": round(wall, 2), "cpu_s": round(cpu, 2), "tokens": sum(len(s) for s in seqs), "fed": fed}
 
 
-def reference_key(ckpt: Path, cots: list[str], ratios: list[float], kwargs: dict, device: str) -> str:
+def reference_key(
+    ckpt: Path, cots: list[str], ratios: list[float], kwargs: dict, device: str, threads: int
+) -> str:
     from importlib.metadata import version
 
     h = hashlib.sha256()
     weights = sorted(ckpt.glob("*.safetensors"))
     stamp = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights]
-    h.update(json.dumps([str(ckpt), stamp, ratios, kwargs, device, version("llmlingua")]).encode())
+    h.update(json.dumps([str(ckpt), stamp, ratios, kwargs, device, threads, version("llmlingua")]).encode())
     for c in cots:
         h.update(c.encode() + b"\0")
     return h.hexdigest()[:20]
@@ -134,31 +162,36 @@ def run_reference(ckpt: Path, cots: list[str], ratios: list[float], kwargs: dict
     from tokenskip.compressors.llmlingua2 import LLMLinguaReference
 
     ref = [[""] * len(ratios) for _ in cots]
-    load = calls = 0.0
+    load = calls = load_cpu = calls_cpu = 0.0
+    clock = Clock()
     for j, r in enumerate(ratios):
-        a = time.perf_counter()
+        clock.lap()
         compressor = LLMLinguaReference(str(ckpt), device=device, **kwargs)
-        b = time.perf_counter()
+        wall, cpu = clock.lap()
+        load, load_cpu = load + wall, load_cpu + cpu
         for i, c in enumerate(cots):
             ref[i][j] = compressor.compress(c, r)
-        load += b - a
-        calls += time.perf_counter() - b
+        wall, cpu = clock.lap()
+        calls, calls_cpu = calls + wall, calls_cpu + cpu
         del compressor
     return {
         "outputs": ref,
         "load_s": round(load, 2),
         "compress_s": round(calls, 2),
+        "load_cpu_s": round(load_cpu, 2),
+        "compress_cpu_s": round(calls_cpu, 2),
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "loadavg_1min": round(os.getloadavg()[0], 2),
     }
 
 
 def cached_reference(args: Any, ckpt: Path, cots: list[str], ratios: list[float], kwargs: dict) -> dict:
+    import torch
+
     from tokenskip.models import cache_dir
 
-    path = (
-        cache_dir() / "bench" / "reference" / f"{reference_key(ckpt, cots, ratios, kwargs, args.device)}.json"
-    )
+    key = reference_key(ckpt, cots, ratios, kwargs, args.device, torch.get_num_threads())
+    path = cache_dir() / "bench" / "reference" / f"{key}.json"
     if path.exists() and not args.fresh_reference:
         ref = json.loads(path.read_text(encoding="utf-8"))
         ref["cached"] = str(path)
@@ -181,22 +214,26 @@ def run_compat(
 ) -> dict:
     from tokenskip.compressors.llmlingua2 import LLMLingua2Scorer
 
-    t0 = time.perf_counter()
+    clock = Clock()
     scorer = LLMLingua2Scorer(str(ckpt), mode="compat", device=device, dtype=dtype, **kwargs)
     timer = ForwardTimer(scorer)
-    t1 = time.perf_counter()
+    load, load_cpu = clock.lap()
     scored = scorer.score(cots)
     outs = [[prune(s, r) for r in ratios] for s in scored]
-    t2 = time.perf_counter()
-    work = t2 - t1
+    work, work_cpu = clock.lap()
     return {
         "outputs": outs,
-        "load_s": round(t1 - t0, 2),
+        "load_s": round(load, 2),
         "compress_s": round(work, 2),
-        "total_s": round(t2 - t0, 2),
+        "total_s": round(load + work, 2),
+        "total_cpu_s": round(load_cpu + work_cpu, 2),
+        "compress_cpu_s": round(work_cpu, 2),
         "model_s": round(timer.seconds, 2),
+        "model_cpu_s": round(timer.cpu, 2),
         "non_model_share": round(1 - timer.seconds / work, 4) if work else 0.0,
+        "non_model_cpu_share": round(1 - timer.cpu / work_cpu, 4) if work_cpu else 0.0,
         "padding_share": round(1 - timer.tokens / timer.padded, 4) if timer.padded else 0.0,
+        "tokens_fed": timer.padded,
     }
 
 
@@ -205,25 +242,27 @@ def run_exact(
 ) -> dict:
     from tokenskip.compressors.llmlingua2 import LLMLingua2Scorer
 
-    t0 = time.perf_counter()
+    clock = Clock()
     scorer = LLMLingua2Scorer(str(ckpt), mode="exact", device=device, dtype=dtype, **kwargs)
     timer = ForwardTimer(scorer)
-    t1 = time.perf_counter()
-    scored = scorer.score(cots)
-    assign_costs(target, scored)
-    outs = prune_calibrated(scored, ratios, lambda ts: count_tokens(target, ts))
-    t2 = time.perf_counter()
-    work = t2 - t1
-    host = work - timer.seconds
+    load, load_cpu = clock.lap()
+    out = finish_block(scorer.score(cots), target, cots, ratios)  # what the CLI does, counts included
+    work, work_cpu = clock.lap()
+    host, host_cpu = work - timer.seconds, work_cpu - timer.cpu
     return {
-        "outputs": outs,
-        "load_s": round(t1 - t0, 2),
+        "outputs": out.texts,
+        "original_tokens": out.original_tokens,
+        "compressed_tokens": out.compressed_tokens,
+        "load_s": round(load, 2),
         "compress_s": round(work, 2),
-        "total_s": round(t2 - t0, 2),
+        "total_s": round(load + work, 2),
+        "total_cpu_s": round(load_cpu + work_cpu, 2),
         "model_s": round(timer.seconds, 2),
         "host_s": round(host, 2),
+        "host_cpu_s": round(host_cpu, 2),
         "host_share": round(host / work, 4) if work else 0.0,
         "host_s_per_1000_cots": round(1000 * host / max(len(cots), 1), 2),
+        "host_cpu_s_per_1000_cots": round(1000 * host_cpu / max(len(cots), 1), 2),
     }
 
 
@@ -277,21 +316,27 @@ def main() -> int:
 
     if not args.skip_forward:
         fwd = forward_only(ckpt, cots, args.device)
-        res["forward_only_s"] = fwd["forward_only_s"]
-        print(f"forward pass alone (fp32, length-sorted batches of 16, {fwd['tokens']} tokens): "
-              f"{fwd['forward_only_s']:.1f}s")  # fmt: skip
+        res["forward_only_s"], res["forward_only_cpu_s"] = fwd["s"], fwd["cpu_s"]
+        res["forward_only_tokens_fed"] = fwd["fed"]
+        res["real_tokens"] = fwd["tokens"]
+        print(f"forward pass alone (fp32, length-sorted batches of 16, {fwd['tokens']} tokens, {fwd['fed']} "
+              f"with padding): {fwd['s']:.1f}s (cpu {fwd['cpu_s']:.1f}s)")  # fmt: skip
 
     compat = run_compat(ckpt, cots, ratios, kwargs, args.device, "float32")
-    for k in ("load_s", "compress_s", "total_s", "model_s", "non_model_share", "padding_share"):
+    for k in ("load_s", "compress_s", "total_s", "total_cpu_s", "compress_cpu_s", "model_s", "model_cpu_s",
+              "non_model_share", "non_model_cpu_share", "padding_share", "tokens_fed"):  # fmt: skip
         res[f"ours_{k}"] = compat[k]
     print(
         f"ours (compat, fp32): load {compat['load_s']:.1f}s, score+prune {compat['compress_s']:.1f}s "
-        f"(model {compat['model_s']:.1f}s, non-model {compat['non_model_share']:.1%}, "
-        f"padding {compat['padding_share']:.1%} of the tokens fed)"
+        f"(cpu {compat['compress_cpu_s']:.1f}s; model {compat['model_s']:.1f}s, non-model "
+        f"{compat['non_model_share']:.1%} (cpu {compat['non_model_cpu_share']:.1%}), padding "
+        f"{compat['padding_share']:.1%} of the {compat['tokens_fed']} tokens fed)"
     )
-    if "forward_only_s" in res and res["forward_only_s"]:
+    if res.get("forward_only_s"):
         res["ours_over_forward_only"] = round(compat["compress_s"] / res["forward_only_s"], 2)
-        print(f"ours score+prune / forward alone: {res['ours_over_forward_only']}x")
+        res["ours_over_forward_only_cpu"] = round(compat["compress_cpu_s"] / res["forward_only_cpu_s"], 2)
+        print(f"ours score+prune / forward alone: {res['ours_over_forward_only']}x "
+              f"(cpu {res['ours_over_forward_only_cpu']}x)")  # fmt: skip
 
     if not args.skip_reference:
         ref = cached_reference(args, ckpt, cots, ratios, kwargs)
@@ -299,11 +344,13 @@ def main() -> int:
         res["llmlingua_load_s"] = load
         res["llmlingua_compress_s"] = calls
         res["llmlingua_total_s"] = round(load + calls, 2)
+        res["llmlingua_total_cpu_s"] = round(ref["load_cpu_s"] + ref["compress_cpu_s"], 2)
         res["llmlingua_cached"] = ref["cached"]
         res["llmlingua_measured_at"] = ref["measured_at"]
         res["llmlingua_loadavg_1min"] = ref["loadavg_1min"]
         res["speedup_total"] = round((load + calls) / compat["total_s"], 2)
         res["speedup_compress"] = round(calls / compat["compress_s"], 2)
+        res["speedup_total_cpu"] = round(res["llmlingua_total_cpu_s"] / compat["total_cpu_s"], 2)
         out, want = compat["outputs"], ref["outputs"]
         res["identical_records_share"] = same_share(out, want)
         res["identical_per_ratio"] = {
@@ -311,8 +358,10 @@ def main() -> int:
         }
         origin = f"cached, timed {ref['measured_at']}" if ref["cached"] else "timed now"
         print(f"llmlingua loop ({origin}, load average {ref['loadavg_1min']}): load {load:.1f}s, "
-              f"compress_prompt calls {calls:.1f}s, total {load + calls:.1f}s")  # fmt: skip
-        print(f"speed-up: {res['speedup_total']}x end to end, {res['speedup_compress']}x compression only")
+              f"compress_prompt calls {calls:.1f}s, total {load + calls:.1f}s "
+              f"(cpu {res['llmlingua_total_cpu_s']:.1f}s)")  # fmt: skip
+        print(f"speed-up: {res['speedup_total']}x end to end, {res['speedup_compress']}x compression only, "
+              f"{res['speedup_total_cpu']}x in cpu seconds end to end")  # fmt: skip
         print(
             f"compat identical to llmlingua: {res['identical_records_share']:.1%} of records at every ratio "
             f"(per ratio: {res['identical_per_ratio']})"
@@ -322,21 +371,24 @@ def main() -> int:
 
     target = load_tokenizer(args.target)
     exact = run_exact(ckpt, cots, ratios, kwargs, args.device, "float32", target)
-    for k in ("load_s", "compress_s", "total_s", "model_s", "host_s", "host_share", "host_s_per_1000_cots"):
+    for k in ("load_s", "compress_s", "total_s", "total_cpu_s", "model_s", "host_s", "host_cpu_s", "host_share",
+              "host_s_per_1000_cots", "host_cpu_s_per_1000_cots"):  # fmt: skip
         res[f"exact_{k}"] = exact[k]
     res["exact_over_compat"] = round(exact["total_s"] / compat["total_s"], 3)
-    original = np.array(count_tokens(target, cots), dtype=float)
+    res["exact_over_compat_cpu"] = round(exact["total_cpu_s"] / compat["total_cpu_s"], 3)
+    original = np.array(exact["original_tokens"], dtype=float)
     keep = original > 0
     res["mean_cot_tokens"] = round(float(original.mean()), 1)
     res["exact_mean_abs_error"], res["exact_mean_achieved"] = {}, {}
     for j, r in enumerate(ratios):
-        achieved = np.array(count_tokens(target, [o[j] for o in exact["outputs"]]))[keep] / original[keep]
+        achieved = np.array([c[j] for c in exact["compressed_tokens"]])[keep] / original[keep]
         res["exact_mean_abs_error"][str(r)] = round(float(np.abs(achieved - r).mean()), 4)
         res["exact_mean_achieved"][str(r)] = round(float(achieved.mean()), 4)
     print(
         f"exact mode (fp32): load {exact['load_s']:.1f}s, score+prune {exact['compress_s']:.1f}s "
         f"(model {exact['model_s']:.1f}s, host {exact['host_s']:.2f}s = {exact['host_share']:.1%}, "
-        f"{exact['host_s_per_1000_cots']:.2f}s per 1,000 CoTs); exact / compat total: {res['exact_over_compat']}x"
+        f"{exact['host_s_per_1000_cots']:.2f}s per 1,000 CoTs, cpu {exact['host_cpu_s_per_1000_cots']:.2f}s); "
+        f"exact / compat total: {res['exact_over_compat']}x (cpu {res['exact_over_compat_cpu']}x)"
     )
     print(
         f"exact mode ({args.target} tokens, mean {res['mean_cot_tokens']:.0f} per CoT): mean achieved "

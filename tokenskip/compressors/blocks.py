@@ -212,8 +212,13 @@ def run_shard(
     progress: bool,
     skip_ids: set[str] | None = None,
     position: int = 0,
+    overlap: bool | None = None,
 ) -> dict:
-    """Compress the rows of one shard (``index % N == K``) into ``out``; returns counters."""
+    """Compress the rows of one shard (``index % N == K``) into ``out``; returns counters.
+
+    ``overlap``: prune and write block ``b`` on a host thread while block ``b + 1`` is scored (default:
+    when the scorer runs on CUDA; on a CPU the model already uses every core).
+    """
     from tqdm import tqdm
 
     from tokenskip.compressors.compress import make_scorer, ratio_file
@@ -270,7 +275,8 @@ def run_shard(
                 return
             if scorer is None:
                 scorer = make_scorer(**scorer_kwargs)
-                if str(getattr(scorer, "device", "cpu")).startswith("cuda"):
+                on_gpu = str(getattr(scorer, "device", "cpu")).startswith("cuda")
+                if overlap or (overlap is None and on_gpu):
                     # prune and write block b on a host thread while the GPU scores block b + 1
                     pool = ThreadPoolExecutor(1, thread_name_prefix="tokenskip-prune")
             rows = list(block)

@@ -142,7 +142,13 @@ def _next_k(plan: Plan, seen: dict[int, int], target: float) -> int | None:
     step = 1 if c < target else -1
     if k + step in seen and (seen[k + step] - target) * (c - target) <= 0:
         return None  # bracketed: k and its neighbour lie on both sides of the target
-    guess = int(nearest_k(plan, np.array([target - (c - plan.cum[k])]))[0])  # corrected by the offset
+    if len(seen) == 1:  # the estimate corrected by the measured offset
+        guess = int(nearest_k(plan, np.array([target - (c - plan.cum[k])]))[0])
+    else:  # secant through the two measured counts nearest the target
+        (k1, c1), (k2, c2) = sorted(seen.items(), key=lambda kc: abs(kc[1] - target))[:2]
+        slope = (c1 - c2) / (k1 - k2) if c1 != c2 else 0.0
+        guess = int(round(k1 + (target - c1) / slope)) if slope > 0 else k + step
+    guess = min(max(guess, plan.k_min), plan.n)
     if guess not in seen and (guess - k) * step > 0:
         return guess
     nxt = k + step
