@@ -41,7 +41,7 @@ DATA = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "dat
 
 from tokenskip.compressors.blocks import finish_block  # noqa: E402
 from tokenskip.compressors.compress import parse_ratios  # noqa: E402
-from tokenskip.compressors.prune import prune  # noqa: E402
+from tokenskip.compressors.prune import prune_compat_many  # noqa: E402
 
 
 def load_cots(path: Path, n: int) -> list[str]:
@@ -219,7 +219,7 @@ def run_compat(
     timer = ForwardTimer(scorer)
     load, load_cpu = clock.lap()
     scored = scorer.score(cots)
-    outs = [[prune(s, r) for r in ratios] for s in scored]
+    outs = [prune_compat_many(s, ratios) for s in scored]  # as the CLI does
     work, work_cpu = clock.lap()
     return {
         "outputs": outs,

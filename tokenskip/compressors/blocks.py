@@ -117,7 +117,7 @@ def finish_block(
     so nothing is counted twice); compat results are pruned by llmlingua's rule and counted once.
     """
     from tokenskip.compressors.calibrate import calibrate
-    from tokenskip.compressors.prune import ScoredText, prune
+    from tokenskip.compressors.prune import CompatScored, ScoredText, prune, prune_compat_many
 
     def count(texts: list[str]) -> list[int]:
         return count_tokens(tokenizer, texts)
@@ -131,7 +131,8 @@ def finish_block(
             original[i] = c  # text without words (whitespace only)
         texts, counts = calibrate(list(scored), list(ratios), count, original)
         return BlockOutput(texts, original, counts)
-    texts = [[prune(s, r) for r in ratios] for s in scored]
+    texts = [prune_compat_many(s, ratios) if isinstance(s, CompatScored) else [prune(s, r) for r in ratios]
+             for s in scored]  # fmt: skip
     flat = count([t for row in texts for t in row])
     counts = [flat[i * m : (i + 1) * m] for i in range(len(texts))]
     return BlockOutput(texts, count(list(cots)), counts)

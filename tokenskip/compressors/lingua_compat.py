@@ -176,12 +176,11 @@ class CompatMode:
         cache = self._oai_cache
         missing = [w for w in set(words) if w not in cache]
         if missing:
-            try:
-                encoded = self._oai.encode_batch(missing)
-            except ValueError:  # a word spells a tiktoken special token: count it as plain text
-                encoded = self._oai.encode_batch(missing, disallowed_special=())
-            for w, e in zip(missing, encoded, strict=True):
-                cache[w] = len(e)
+            # one Rust call per new word (encode_batch starts a thread pool per call: slower for words);
+            # a word spelling a tiktoken special token counts as plain text
+            encode = self._oai.encode_ordinary
+            for w in missing:
+                cache[w] = len(encode(w))
             if len(cache) > 1_000_000:
                 cache.clear()
         return np.fromiter((cache[w] for w in words), dtype=np.int64, count=len(words))

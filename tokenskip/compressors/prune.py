@@ -305,14 +305,41 @@ def prune_compat_chunk(chunk: CompatChunk, reduce_rate: float, drop_consecutive:
 
 def prune_compat(scored: CompatScored, ratio: float) -> str:
     """``compress_prompt(text, rate=γ, ...)["compressed_prompt"]``, reproduced from the scored chunks."""
-    reduce_rate = max(0, 1 - ratio)
-    if reduce_rate <= 0:
-        return "".join(c.text for c in scored.chunks)
-    out = []
+    return prune_compat_many(scored, [ratio])[0]
+
+
+def prune_compat_many(scored: CompatScored, ratios: Sequence[float]) -> list[str]:
+    """:func:`prune_compat` for several ratios: without ``drop_consecutive`` each chunk's thresholds for
+    every ratio come from one ``np.percentile`` call (the same values as one call per ratio)."""
+    rates = [max(0.0, 1 - r) for r in ratios]
+    parts: list[list[str]] = [[] for _ in ratios]
     for chunk in scored.chunks:
-        words = prune_compat_chunk(chunk, reduce_rate, scored.drop_consecutive)
-        out.append(scored.detokenize(words))
-    return "".join(out)
+        if scored.drop_consecutive:
+            kept = [prune_compat_chunk(chunk, rr, True) if rr > 0 else None for rr in rates]
+        else:
+            kept = _chunk_many(chunk, rates)
+        for j, words in enumerate(kept):
+            parts[j].append(chunk.text if words is None else scored.detokenize(words))
+    return ["".join(p) for p in parts]
+
+
+def _chunk_many(chunk: CompatChunk, rates: list[float]) -> list[list[str] | None]:
+    """Kept words of one chunk per reduce rate (None: rate 0, the chunk's text as is)."""
+    live = [j for j, rr in enumerate(rates) if rr > 0]
+    out: list[list[str] | None] = [None] * len(rates)
+    probs = chunk.probs.astype(np.float64)
+    token_probs = np.repeat(probs, chunk.oai_tokens)
+    if not live or len(token_probs) == 0:
+        for j in live:
+            out[j] = []
+        return out
+    dtype = np.float64 if np.repeat(chunk.python_float, chunk.oai_tokens).any() else np.float32
+    qs = [int(100 * rates[j] + 1) for j in live]
+    thresholds = np.percentile(token_probs.astype(dtype), qs).tolist()
+    for j, threshold in zip(live, thresholds, strict=True):
+        keep = (probs > threshold) | ((threshold == 1.0) & (probs == threshold))
+        out[j] = chunk.words[keep].tolist()
+    return out
 
 
 # ------------------------------------------------------------------------------------------- helpers
