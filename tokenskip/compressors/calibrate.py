@@ -74,11 +74,14 @@ def calibrate(
     count_tokens: Callable[[list[str]], list[int]],
     original_tokens: Sequence[int] | None = None,
     max_rounds: int = 4,
+    tolerance: float = 0.001,
 ) -> tuple[list[list[str]], list[list[int]]]:
     """Prune every text to every ratio; returns ``(texts, their target-token counts)`` as ``[text][ratio]``.
 
     ``original_tokens`` are the texts' target-token counts (default: the sum of each text's ``costs`` when
-    set, else counted). A text without words gives ``""`` at every ratio.
+    set, else counted). A pair is done when its count is within half a token of ``γ x original`` or within
+    ``tolerance x original`` (long CoTs: no more counting for a few tokens in thousands), when the target
+    is bracketed, or after ``max_rounds`` counts. A text without words gives ``""`` at every ratio.
     """
     m = len(ratios)
     if original_tokens is None:
@@ -118,7 +121,11 @@ def calibrate(
             texts.append(renders[i, k])
         for (i, j), c in zip(keys, count_tokens(texts), strict=True):
             measured[i, j][proposals[i, j]] = int(c)
-        proposals = {key: k for key in keys if (k := _next_k(plans[key[0]], measured[key], targets[key]))}
+        proposals = {
+            key: k
+            for key in keys
+            if (k := _next_k(plans[key[0]], measured[key], targets[key], tolerance * original[key[0]]))
+        }
     for (i, j), seen in measured.items():
         k = _best(seen, targets[i, j])
         out[i][j] = renders[i, k]
@@ -131,11 +138,11 @@ def _best(seen: dict[int, int], target: float) -> int:
     return max(seen, key=lambda k: (-abs(seen[k] - target), k))
 
 
-def _next_k(plan: Plan, seen: dict[int, int], target: float) -> int | None:
-    """The next word count to measure, or None when no other count can be closer."""
+def _next_k(plan: Plan, seen: dict[int, int], target: float, slack: float = 0.0) -> int | None:
+    """The next word count to measure, or None when no other count can be closer (or ``slack`` is met)."""
     k = _best(seen, target)
     c = seen[k]
-    if abs(c - target) <= 0.5 or k >= plan.n and c <= target or k <= plan.k_min and c >= target:
+    if abs(c - target) <= max(0.5, slack) or k >= plan.n and c <= target or k <= plan.k_min and c >= target:
         return None
     if len(seen) == 1 and c == plan.cum[k]:
         return None  # the render tokenised as estimated: the cost-optimal count is the best one

@@ -157,12 +157,17 @@ class Torchrun:
     local_rank: int
 
     def device(self, device: str) -> str:
-        """``auto`` -> this rank's GPU (``cuda:<LOCAL_RANK>``) when there is one, else the CPU."""
-        if device != "auto":
+        """``auto`` -> this rank's GPU (``cuda:<LOCAL_RANK>``) when there is one, else the CPU; ``cuda`` ->
+        this rank's GPU; anything else as given."""
+        if device not in ("auto", "cuda"):
             return device
         import torch
 
-        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return f"cuda:{self.local_rank % max(torch.cuda.device_count(), 1)}"
+        if device == "cuda":
+            raise UserError("--device cuda: CUDA is not available on this machine")
+        return "cpu"
 
     def start(self) -> None:
         """Join the job's process group (gloo: it only carries small objects, and needs no GPU)."""
