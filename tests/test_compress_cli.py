@@ -83,6 +83,20 @@ def test_resume_after_partial_output_loses_and_duplicates_nothing(tmp_path):
         assert sorted(got, key=lambda r: r["id"]) == sorted(want, key=lambda r: r["id"])
 
 
+def test_overlapped_blocks_write_the_same_files(tmp_path):
+    from tokenskip.compressors.blocks import run_shard
+
+    inp = write_input(tmp_path / "in.jsonl", 30)
+    compress(str(inp), str(tmp_path / "seq"), ratios="0.9,0.5", scorer="random", batch_size=4, progress=False)
+    kwargs = {"scorer": "random", "seed": 0}
+    common = dict(ratios=[0.9, 0.5], model="smollm2-135m", field="cot", on_error="raise", shard=(0, 1))
+    counts = run_shard(inp, tmp_path / "ovl", scorer_kwargs=kwargs, batch_size=4, limit=None, progress=False,
+                       overlap=True, **common)  # fmt: skip
+    assert counts["written"] == 30
+    for name in ("compressed_0.9.jsonl", "compressed_0.5.jsonl"):
+        assert (tmp_path / "ovl" / name).read_bytes() == (tmp_path / "seq" / name).read_bytes()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes(tmp_path):
     inp = write_input(tmp_path / "in.jsonl", 400)
@@ -135,6 +149,37 @@ def test_devices_shard_the_work_and_merge(tmp_path):
     assert [r["id"] for r in read_rows(tmp_path / "k" / "compressed_0.7.jsonl")] == [
         f"in-{i}" for i in range(1, 30, 3)
     ]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_write_the_same_files_as_one_process(tmp_path):
+    from tokenskip.compressors.testing import build_token_classifier
+
+    ckpt = build_token_classifier(tmp_path / "ckpt", "small")
+    extra = [
+        {"id": "empty", "question": "q", "cot": "", "answer": "0"},
+        {"id": "long", "question": "q", "cot": "\n".join(synthetic_cots(40, seed=2)), "answer": "1"},
+    ]
+    inp = write_input(tmp_path / "in.jsonl", 25, extra)
+    args = ["compress", "--input", str(inp), "--scorer", "llmlingua2", "--checkpoint", str(ckpt)]
+    args += ["--ratios", "0.9,0.5", "--batch_size", "8", "--progress", "false"]
+    one = run_cli(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    torchrun += ["-m", "tokenskip.cli", *args, "--out", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a first run stops after 12 rows (as if interrupted); the second resumes every rank's part and merges
+    for limit in (["--limit", "12"], []):
+        res = subprocess.run(torchrun + limit, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+    for name in ("compressed_0.9.jsonl", "compressed_0.5.jsonl"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    parts = sorted(p.name for p in (tmp_path / "two" / "shards").iterdir())
+    assert parts == ["0-of-2", "1-of-2"]
+    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s2["ratios"] == s1["ratios"] and s2["devices"] == ["cpu", "cpu"]
+    assert s2["written_this_run"] == 27 - 12
 
 
 def test_bad_rows_and_settings(tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tokenskip.compressors.baselines import RandomScorer, TruncationScorer
+from tokenskip.compressors.calibrate import prune_calibrated
 from tokenskip.compressors.compress import parse_ratios, parse_shard
 from tokenskip.compressors.prune import (
     CompatChunk,
@@ -13,8 +14,9 @@ from tokenskip.compressors.prune import (
     join_words,
     protect_words,
     prune,
-    prune_calibrated,
+    prune_compat,
     prune_compat_chunk,
+    prune_compat_many,
     regex_words,
     select_words,
 )
@@ -173,3 +175,20 @@ def test_parse_ratios_and_shard():
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(UserError):
             parse_shard(bad)
+
+
+def test_compat_thresholds_of_many_ratios_equal_one_call_per_ratio():
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n = int(rng.integers(1, 40))
+        pyf = rng.random(n) < (0.3 if trial % 2 else 0.0)
+        probs = np.where(pyf, 1.0, rng.random(n)).astype(np.float32)
+        words = np.array([f"▁w{i}" for i in range(n)], dtype=object)
+        chunk = CompatChunk("".join(words), words, probs, pyf, rng.integers(1, 4, n), np.zeros(n, dtype=bool))
+        scored = CompatScored([chunk, chunk], detokenize=" ".join)
+        ratios = [0.9, 0.8, 0.7, 0.6, 0.5, 0.33, 1.0]
+        many = prune_compat_many(scored, ratios)
+        assert many == [prune_compat(scored, r) for r in ratios]
+        # ... and one np.percentile call per ratio, as llmlingua makes it (two identical chunks)
+        assert many[:-1] == [" ".join(prune_compat_chunk(chunk, 1 - r, False)) * 2 for r in ratios[:-1]]
+        assert many[-1] == chunk.text * 2

@@ -116,6 +116,21 @@ def prune(scored: Scored, ratio: float) -> str:
 # --------------------------------------------------------------------------------------------- exact
 
 
+def closest_count(cum: np.ndarray, targets: np.ndarray, k_min: int) -> np.ndarray:
+    """Number of words ``k`` whose cumulative cost ``cum[k]`` (``cum[0] = 0``) is closest to each target.
+
+    Ties and runs of equal cost go to fewer words; the result is at least ``k_min``.
+    """
+    n = len(cum) - 1
+    t = np.asarray(targets, dtype=np.float64)
+    if n == 0:
+        return np.zeros(t.shape, dtype=np.int64)
+    j = np.clip(np.searchsorted(cum, t, side="left"), 1, n)
+    k = np.where(np.abs(cum[j - 1] - t) <= np.abs(cum[j] - t), j - 1, j)
+    k = np.searchsorted(cum, cum[k], side="left")  # the fewest words with that cost
+    return np.clip(k, min(k_min, n), n)
+
+
 def select_words(scores: np.ndarray, costs: np.ndarray, ratio: float) -> np.ndarray:
     """Boolean keep-mask: the best words (by score, then position) whose cost share is closest to γ.
 
@@ -126,14 +141,12 @@ def select_words(scores: np.ndarray, costs: np.ndarray, ratio: float) -> np.ndar
     if n == 0:
         return keep
     order = np.lexsort((np.arange(n), -scores))
-    cum = np.cumsum(costs[order], dtype=np.float64)
-    total = cum[-1]
-    if total <= 0:
+    cum = np.concatenate([[0.0], np.cumsum(costs[order], dtype=np.float64)])
+    if cum[-1] <= 0:
         keep[:] = True
         return keep
-    target = ratio * total
-    k = int(np.argmin(np.abs(cum - target))) + 1  # first k reaching the smallest |kept - target|
-    k = max(k, int(np.isposinf(scores).sum()), 1)
+    k_min = max(int(np.isposinf(scores).sum()), 1)
+    k = int(closest_count(cum, np.array([ratio * cum[-1]]), k_min)[0])
     keep[order[:k]] = True
     return keep
 
@@ -225,74 +238,24 @@ def join_words(
     return "".join(parts)
 
 
-def _candidate_keeps(scored: ScoredText, ratio: float, spread: int) -> list[np.ndarray]:
-    """Keep-masks for the budget-optimal word count k and its neighbours k-spread .. k+spread."""
-    n = len(scored)
-    costs = scored.costs if scored.costs is not None else np.ones(n, dtype=np.int64)
-    scores = np.asarray(scored.scores, dtype=np.float64)
-    if ratio >= 1.0:
-        return [np.ones(n, dtype=bool)]
-    base = select_words(scores, costs, ratio)
-    k0 = int(base.sum())
-    k_min = max(int(np.isposinf(scores).sum()), 1)
-    order = np.lexsort((np.arange(n), -scores))
-    keeps = []
-    for k in range(max(k_min, k0 - spread), min(n, k0 + spread) + 1):
-        keep = np.zeros(n, dtype=bool)
-        keep[order[:k]] = True
-        keeps.append(keep)
-    return keeps or [base]
-
-
 def prune_exact(scored: ScoredText, ratio: float) -> str:
-    """Keep the words whose target-token share is closest to γ under one threshold; see :func:`select_words`."""
+    """Keep the words whose estimated target-token share is closest to γ under one threshold (no tokenizer:
+    ``costs``, or one token per word); see :func:`select_words`."""
     if len(scored) == 0:
         return ""
-    return _render(scored, _candidate_keeps(scored, ratio, 0)[0])
+    if ratio >= 1.0:
+        return render(scored, np.ones(len(scored), dtype=bool))
+    costs = scored.costs if scored.costs is not None else np.ones(len(scored), dtype=np.int64)
+    return render(scored, select_words(np.asarray(scored.scores, dtype=np.float64), costs, ratio))
 
 
-def _render(scored: ScoredText, keep: np.ndarray) -> str:
+def render(scored: ScoredText, keep: np.ndarray) -> str:
+    """The text of the kept words (``drop_consecutive`` applied), see :func:`join_words`."""
     if scored.drop_consecutive and scored.force_keys is not None:
         keep = _collapse_consecutive(keep, scored.force_keys)
     if scored._gap_nl is None:
         scored._gap_nl = gap_newlines(scored.text, scored.starts, scored.ends)
     return join_words(scored.text, scored.starts, scored.ends, keep, scored._gap_nl)
-
-
-def prune_calibrated(
-    scored: list[ScoredText],
-    ratios: list[float],
-    count_tokens: Callable[[list[str]], list[int]],
-    spread: int = 3,
-) -> list[list[str]]:
-    """:func:`prune_exact` for many texts and ratios, measured with the target tokenizer.
-
-    Joining kept words can tokenise differently from the words alone (``48/2`` + ``=`` ...), so for each
-    text and γ the candidates ``k-spread .. k+spread`` around the cost-optimal word count ``k`` are rendered,
-    counted with ``count_tokens`` in one batch, and the one whose real token count is closest to
-    ``γ x original tokens`` wins (ties: more words). Deterministic given ``count_tokens``.
-    """
-    texts: list[str] = []
-    slots: list[tuple[int, int, int, int]] = []  # (text, ratio, first candidate, number of candidates)
-    for i, s in enumerate(scored):
-        for j, r in enumerate(ratios):
-            if len(s) == 0:
-                slots.append((i, j, len(texts), 1))
-                texts.append("")
-                continue
-            cands = [_render(s, keep) for keep in _candidate_keeps(s, r, spread)]
-            slots.append((i, j, len(texts), len(cands)))
-            texts.extend(cands)
-    counts = np.asarray(count_tokens(texts), dtype=np.float64) if texts else np.zeros(0)
-    originals = (
-        np.asarray(count_tokens([s.text for s in scored]), dtype=np.float64) if scored else np.zeros(0)
-    )
-    out = [[""] * len(ratios) for _ in scored]
-    for i, j, first, m in slots:
-        err = np.abs(counts[first : first + m] - ratios[j] * originals[i])
-        best = m - 1 - int(np.argmin(err[::-1]))  # closest; on ties the later (more words) candidate
-        out[i][j] = texts[first + best]
-    return out
 
 
 # -------------------------------------------------------------------------------------------- compat
@@ -342,14 +305,41 @@ def prune_compat_chunk(chunk: CompatChunk, reduce_rate: float, drop_consecutive:
 
 def prune_compat(scored: CompatScored, ratio: float) -> str:
     """``compress_prompt(text, rate=γ, ...)["compressed_prompt"]``, reproduced from the scored chunks."""
-    reduce_rate = max(0, 1 - ratio)
-    if reduce_rate <= 0:
-        return "".join(c.text for c in scored.chunks)
-    out = []
+    return prune_compat_many(scored, [ratio])[0]
+
+
+def prune_compat_many(scored: CompatScored, ratios: Sequence[float]) -> list[str]:
+    """:func:`prune_compat` for several ratios: without ``drop_consecutive`` each chunk's thresholds for
+    every ratio come from one ``np.percentile`` call (the same values as one call per ratio)."""
+    rates = [max(0.0, 1 - r) for r in ratios]
+    parts: list[list[str]] = [[] for _ in ratios]
     for chunk in scored.chunks:
-        words = prune_compat_chunk(chunk, reduce_rate, scored.drop_consecutive)
-        out.append(scored.detokenize(words))
-    return "".join(out)
+        if scored.drop_consecutive:
+            kept = [prune_compat_chunk(chunk, rr, True) if rr > 0 else None for rr in rates]
+        else:
+            kept = _chunk_many(chunk, rates)
+        for j, words in enumerate(kept):
+            parts[j].append(chunk.text if words is None else scored.detokenize(words))
+    return ["".join(p) for p in parts]
+
+
+def _chunk_many(chunk: CompatChunk, rates: list[float]) -> list[list[str] | None]:
+    """Kept words of one chunk per reduce rate (None: rate 0, the chunk's text as is)."""
+    live = [j for j, rr in enumerate(rates) if rr > 0]
+    out: list[list[str] | None] = [None] * len(rates)
+    probs = chunk.probs.astype(np.float64)
+    token_probs = np.repeat(probs, chunk.oai_tokens)
+    if not live or len(token_probs) == 0:
+        for j in live:
+            out[j] = []
+        return out
+    dtype = np.float64 if np.repeat(chunk.python_float, chunk.oai_tokens).any() else np.float32
+    qs = [int(100 * rates[j] + 1) for j in live]
+    thresholds = np.percentile(token_probs.astype(dtype), qs).tolist()
+    for j, threshold in zip(live, thresholds, strict=True):
+        keep = (probs > threshold) | ((threshold == 1.0) & (probs == threshold))
+        out[j] = chunk.words[keep].tolist()
+    return out
 
 
 # ------------------------------------------------------------------------------------------- helpers

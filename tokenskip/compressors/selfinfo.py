@@ -2,6 +2,9 @@
 
 Each token's surprisal ``-log p(token | prefix)`` under a causal LM (default: the embedded model, so it
 works offline) is summed over the word it belongs to (words: :data:`tokenskip.compressors.prune.WORD_RE`).
+CoTs of any length: a CoT longer than ``window`` tokens is cut into windows at sentence ends, and every
+window after the first is conditioned on up to ``context`` tokens of the text before it (their surprisal is
+discarded), so no token is scored without a prefix and every token is scored once.
 This is the Selective-Context baseline of the TokenSkip paper and tokenskip's offline default scorer.
 Force tokens, ``keep_digits`` and ``drop_consecutive`` work as for the LLMLingua-2 scorer (TokenSkip's
 LLaMA-3 settings keep every number of the CoT).
@@ -14,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from tokenskip.compressors.base import Scorer, resolve_device_dtype, run_batched
+from tokenskip.compressors.base import (
+    MAX_PADDING,
+    MatmulPrecision,
+    Scorer,
+    break_points,
+    plan_windows,
+    resolve_device_dtype,
+    run_batched,
+)
 from tokenskip.compressors.prune import ScoredText, protect_words, regex_words, token_word_index
 from tokenskip.errors import UserError
 
@@ -27,9 +38,13 @@ class SelfInfoScorer(Scorer):
         device: ``auto``, ``cpu``, ``cuda`` ...
         dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU) or an explicit dtype.
         aggregate: ``sum`` (Selective Context: a word's self-information) or ``mean`` per token.
-        window: tokens per model window; longer texts are scored window by window (never truncated).
+        window: tokens per model window (BOS included); longer texts are scored window by window (never
+            truncated). Default: 1024, or the model's ``max_position_embeddings`` when smaller.
+        context: tokens of preceding text each window after the first is conditioned on (at most half the
+            window; default ``min(128, window // 4)``).
         max_batch_tokens: padded tokens per forward pass.
         max_batch_size: rows per forward pass.
+        max_padding: padded share of a batch above which shorter windows start a new batch.
         force_tokens: words always kept (e.g. ``["Step", ":"]``).
         keep_digits: always keep words containing a digit.
         drop_consecutive: drop a force token that repeats the kept word before it.
@@ -44,9 +59,11 @@ class SelfInfoScorer(Scorer):
         device: str = "auto",
         dtype: str = "auto",
         aggregate: str = "sum",
-        window: int = 1024,
+        window: int | None = None,
+        context: int | None = None,
         max_batch_tokens: int = 8192,
         max_batch_size: int = 64,
+        max_padding: float = MAX_PADDING,
         force_tokens: Sequence[str] = (),
         keep_digits: bool = False,
         drop_consecutive: bool = False,
@@ -56,9 +73,11 @@ class SelfInfoScorer(Scorer):
 
         if aggregate not in ("sum", "mean"):
             raise UserError(f"aggregate must be 'sum' or 'mean', got '{aggregate}'")
-        if window < 2:
+        if window is not None and window < 2:
             raise UserError(f"window must be >= 2, got {window}")
         self.device, _ = resolve_device_dtype(device, dtype)
+        self.tf32 = dtype == "tf32"
+        dtype = "float32" if self.tf32 else dtype
         self.model_name = model
         self.model, self.tokenizer = load_model(
             model, dtype=dtype, device=self.device, trust_remote_code=trust_remote_code
@@ -69,9 +88,20 @@ class SelfInfoScorer(Scorer):
         self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.bos_id or 0)
         self.aggregate = aggregate
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if window is None:
+            window = min(1024, limit) if isinstance(limit, int) and limit >= 2 else 1024
+        elif isinstance(limit, int) and window > limit:
+            raise UserError(f"window {window} exceeds the model's {limit} positions")
+        if context is None:
+            context = min(128, window // 4)
+        if not 0 <= context <= (window - 1) // 2:
+            raise UserError(f"context must be in [0, {(window - 1) // 2}] for window {window}, got {context}")
         self.window = window
+        self.context = context
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
+        self.max_padding = max_padding
         self.force_tokens = [str(t) for t in force_tokens]
         self.keep_digits = keep_digits
         self.drop_consecutive = drop_consecutive
@@ -81,47 +111,60 @@ class SelfInfoScorer(Scorer):
             "scorer": self.name,
             "model": self.model_name,
             "aggregate": self.aggregate,
+            "window": self.window,
+            "context": self.context,
             "force_tokens": self.force_tokens,
             "keep_digits": self.keep_digits,
             "drop_consecutive": self.drop_consecutive,
             "device": self.device,
         }
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _forward(self, ids: Any, mask: Any) -> Any:
+        """Surprisal of every token given the tokens before it (0 at position 0), tensors on the device."""
         import torch
+        import torch.nn.functional as F
 
-        with torch.inference_mode():
-            input_ids = torch.from_numpy(ids).to(self.device)
-            attention = torch.from_numpy(mask).to(self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            nll = -logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-            out = torch.zeros(ids.shape, dtype=torch.float32, device=nll.device)
-            out[:, 1:] = nll  # position 0 is the BOS / context token
-            return out.cpu().numpy()
+        with torch.inference_mode(), MatmulPrecision(self.tf32 and self.device.startswith("cuda")):
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            nll = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none")
+            return F.pad(nll, (1, 0))  # position 0 is the BOS / context token
 
     def score(self, texts: Sequence[str]) -> list[ScoredText]:
-        enc = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-        step = self.window - 1
+        backend = self.tokenizer.backend_tokenizer
+        encs = backend.encode_batch(list(texts), add_special_tokens=False) if texts else []
+        body = self.window - (self.bos_id is not None)  # text tokens per window
+        head = np.array([self.bos_id] if self.bos_id is not None else [], dtype=np.int64)
         seqs: list[np.ndarray] = []
-        owners: list[tuple[int, int, int]] = []
-        for ti in range(len(texts)):
-            ids = np.asarray(enc["input_ids"][ti], dtype=np.int64)
-            for st in range(0, len(ids), step):
-                ed = min(st + step, len(ids))
-                # each window is conditioned on BOS (or, after the first, on the previous window's last token)
-                ctx = self.bos_id if st == 0 or self.bos_id is None else None
-                head = [ctx] if ctx is not None else [int(ids[st - 1])]
-                seqs.append(np.concatenate([np.asarray(head, dtype=np.int64), ids[st:ed]]))
-                owners.append((ti, st, ed))
-        values = run_batched(seqs, self._forward, self.pad_id, self.max_batch_tokens, self.max_batch_size)
-        surprisal = [np.zeros(len(ids), dtype=np.float64) for ids in enc["input_ids"]]
-        for (ti, st, ed), v in zip(owners, values, strict=True):
-            surprisal[ti][st:ed] = v[1 : 1 + ed - st]
+        owners: list[tuple[int, int, int, int]] = []
+        per_text = []
+        for ti, (text, enc) in enumerate(zip(texts, encs, strict=True)):
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            per_text.append((ids, offs))
+            if len(ids) <= body:
+                windows = [(0, 0, len(ids))] if len(ids) else []
+            else:
+                windows = plan_windows(*break_points(text, offs), body, self.context)
+            for first, st, ed in windows:
+                seqs.append(np.concatenate([head, ids[first:ed]]))
+                owners.append((ti, first, st, ed))
+        values = run_batched(
+            seqs,
+            self._forward,
+            self.pad_id,
+            self.max_batch_tokens,
+            self.max_batch_size,
+            device=self.device,
+            max_padding=self.max_padding,
+        )
+        lead = len(head)
+        surprisal = [np.zeros(len(ids), dtype=np.float64) for ids, _ in per_text]
+        for (ti, first, st, ed), v in zip(owners, values, strict=True):
+            surprisal[ti][st:ed] = v[lead + st - first : lead + ed - first]
         out = []
         for ti, text in enumerate(texts):
             starts, ends = regex_words(text)
-            offs = np.asarray(enc["offset_mapping"][ti], dtype=np.int64).reshape(-1, 2)
+            offs = per_text[ti][1]
             scores = np.zeros(len(starts), dtype=np.float64)
             if len(starts) and len(offs):
                 idx = token_word_index(starts, ends, offs[:, 0])

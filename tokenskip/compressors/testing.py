@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tokenskip.data.datasets import SAMPLE_FILE
 
@@ -229,3 +230,20 @@ def synthetic_cots(n: int, seed: int = 0) -> list[str]:
             lines = [f"Step {k + 1}: {line}" for k, line in enumerate(lines)]
         out.append(("\n\n" if i % 4 == 2 else "\n").join(lines))
     return out
+
+
+def long_cot(tokens: int, count: Any, seed: int = 0) -> str:
+    """A GSM8K-like CoT of about ``tokens`` target tokens (``count(texts) -> token counts``): synthetic
+    CoTs of :func:`synthetic_cots` joined by line breaks, for long-CoT tests and benchmarks."""
+    pieces: list[str] = []
+    total = 0
+    batch = 0
+    while total < tokens:
+        more = synthetic_cots(64, seed=seed * 1000 + batch)
+        batch += 1
+        for text, n in zip(more, count(more), strict=True):
+            if total >= tokens:
+                break
+            pieces.append(text)
+            total += n + 1
+    return "\n".join(pieces)
