@@ -53,7 +53,7 @@ def test_infer_file_ratios_adapter_and_resume(tmp_path, adapter, capsys):
     # a different ratio into the same file is refused
     capsys.readouterr()
     assert main([*common, "--ratio", "0.7", "--adapter", adapter, "--out", str(out_half)]) == 2
-    assert "ratio=0.5" in capsys.readouterr().err
+    assert "ratio: 0.5 -> 0.7" in capsys.readouterr().err
 
 
 def test_infer_reads_the_preset_recorded_with_the_adapter(tmp_path, adapter, capsys):
