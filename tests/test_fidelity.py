@@ -90,7 +90,9 @@ def test_table_and_plot(tmp_path):
     ok = {"correct": True, "original_tokens": 10, "compressed_tokens": 10, "achieved_ratio": 1.0}
     cells = [
         summarize_cell(FULL, 1.0, [ok] * 9 + [{**ok, "correct": False}]),
-        summarize_cell(NONE, 0.0, [{**ok, "correct": False, "compressed_tokens": 0, "achieved_ratio": 0}] * 10),
+        summarize_cell(
+            NONE, 0.0, [{**ok, "correct": False, "compressed_tokens": 0, "achieved_ratio": 0}] * 10
+        ),
         summarize_cell("truncation", 0.5, [{**ok, "compressed_tokens": 5, "achieved_ratio": 0.5}] * 10),
         summarize_cell("random", 0.5, []),
     ]
@@ -134,7 +136,8 @@ def test_fidelity_end_to_end_on_embedded_model(tmp_path, embedded_model_dir):
     for r in rows:
         assert "\\boxed{5}" not in r["cot"] and r["output"].endswith(r["answer_text"])
         assert "The final answer is: $\\boxed{" in r["output"] and r["output_tokens"] <= 6
-    assert (out / "fidelity.png").stat().st_size > 0 and "| truncation | 0.5 | 2 |" in (out / "fidelity.md").read_text()
+    assert (out / "fidelity.png").stat().st_size > 0
+    assert "| truncation | 0.5 | 2 |" in (out / "fidelity.md").read_text()
     again = run_cli(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=900)  # resumes: nothing left to generate
     assert again.returncode == 0, again.stderr[-3000:]
     assert len((out / "answers" / "truncation@0.5.jsonl").read_text().splitlines()) == 2
