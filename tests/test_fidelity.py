@@ -121,7 +121,7 @@ def test_fidelity_end_to_end_on_embedded_model(tmp_path, embedded_model_dir):
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "fid"
     args = ["fidelity", "--input", str(src), "--out", str(out), "--scorers", "selfinfo,random,truncation,llmlingua2?",
-            "--ratios", "0.5", "--max-new-tokens", "6", "--batch-size", "2"]  # fmt: skip
+            "--ratios", "0.5", "--chunk", "1", "--max-new-tokens", "6", "--batch-size", "2"]  # fmt: skip
     proc = run_cli(*args, env={"HF_HUB_OFFLINE": "1"}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / "fidelity.json").read_text())

@@ -10,6 +10,7 @@ and grade the few tokens it writes (greedy, through the one resumable runner). L
     selected.jsonl                    the CoTs under test (answer stated in the CoT stripped)
     compressed/<scorer>/              `tokenskip compress` output per scorer (compressed_<γ>.jsonl)
     answers/<scorer>@<γ>.jsonl        the reader's graded answers (plus full@1.0 and none@0.0 controls)
+                                      written --chunk CoTs at a time through every cell
     fidelity.md / .json / .png        accuracy (95% Wilson interval) and achieved ratio per scorer and γ
 
 Re-running the same command resumes every step; a longer ``--input`` (or larger ``--limit``) extends it.
@@ -134,6 +135,7 @@ def fidelity(
     controls: bool = True,
     strip: bool = True,
     preset: str | None = None,
+    chunk: int = 32,
     compress_batch_size: int = 64,
     on_error: str = "raise",
 ) -> list[dict[str, Any]]:
@@ -152,6 +154,8 @@ def fidelity(
         strip: remove the sentence stating the final answer (the last \\boxed{}) from each CoT first.
         preset: prompt preset the reader answers under (default: the model's default preset); its answer cue
             follows the CoT.
+        chunk: CoTs answered in every cell (scorer x γ) before the next CoTs start: an interrupted run has
+            (nearly) the same n in every cell, and each question's prompt prefix is reused across cells.
         compress_batch_size: CoTs scored per block by `tokenskip compress`.
         on_error: a malformed input row is fatal (raise) or skipped and counted (skip).
     """
@@ -163,6 +167,8 @@ def fidelity(
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
+    if chunk < 1:
+        raise UserError(f"--chunk must be >= 1, got {chunk}")
     if on_error not in ("raise", "skip"):
         raise UserError(f"--on_error must be 'raise' or 'skip', got '{on_error}'")
     ratio_list = parse_ratios(ratios)
@@ -209,7 +215,7 @@ def fidelity(
         compress(
             input=str(root / "selected.jsonl"), out=str(root / "compressed" / name), ratios=ratios,
             scorer=scorer, checkpoint=checkpoint, model=model.model, device=model.device,
-            batch_size=compress_batch_size,
+            dtype=model.dtype, batch_size=compress_batch_size,
         )  # fmt: skip
         labels.append(name)
 
@@ -224,16 +230,22 @@ def fidelity(
             contexts.append(Context(gen, prompt_preset, sampling.config(), model=model.model))
         return contexts[0]
 
+    ids = [s["id"] for s in selected]
     try:
-        for name, ratio, recs, info in cells:
-            method = ForcedAnswer(info)
-            settings = {"scorer": name, "ratio": ratio, "model": model.model, "preset": prompt_preset.name,
-                        "max_new_tokens": sampling.max_new_tokens}  # fmt: skip
-            run_records(
-                recs, lambda b, m=method: m.run_batch(ctx(), b), answers_file(root, name, ratio), batch,
-                settings, order=lambda todo, m=method: m.order(ctx(), todo) if todo else todo,
-                desc=f"{name}@{format_ratio(ratio)}",
-            )  # fmt: skip
+        for start in range(0, len(ids), chunk):  # every record through every cell before the next chunk
+            part = set(ids[start : start + chunk])
+            for name, ratio, recs, info in cells:
+                method = ForcedAnswer(info)
+                settings = {"scorer": name, "ratio": ratio, "model": model.model, "preset": prompt_preset.name,
+                            "max_new_tokens": sampling.max_new_tokens}  # fmt: skip
+                run_records(
+                    [r for r in recs if r.id in part], lambda b, m=method: m.run_batch(ctx(), b),
+                    answers_file(root, name, ratio), batch, settings,
+                    order=lambda todo, m=method: m.order(ctx(), todo) if todo else todo, progress=False,
+                )  # fmt: skip
+            done = min(start + chunk, len(ids))
+            print(f"tokenskip: {done}/{len(ids)} CoTs answered in every cell "
+                  f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr)  # fmt: skip
     finally:
         if contexts:
             contexts[0].generator.close()
