@@ -23,6 +23,7 @@ COMMANDS: dict[str, Any] = {
     "compress": "tokenskip.compressors.compress:compress",
     "bench": "tokenskip.eval.bench:bench",
     "report": "tokenskip.eval.report:report",
+    "fidelity": "tokenskip.workflows.fidelity:fidelity",
     "infer": "tokenskip.workflows.generate:infer",
     "serve": "tokenskip.inference.server:serve",
     "build-sft": "tokenskip.training.sft:build_sft",

@@ -6,8 +6,9 @@ Layout of ``--out DIR``::
     run.json                 what was run (model, adapter, dataset, methods, limits)
     records/<method>.jsonl   per-question records of the batched run (resumable per method)
     records/<method>.b1.jsonl  the first --latency_samples questions again at batch size 1
-    results.md / .csv / .json  one row per method (see tokenskip.eval.metrics.method_summary)
-    accuracy_vs_tokens.png   accuracy (with its 95% interval) against mean CoT tokens
+    results.md / .csv / .json  one row per method (see tokenskip.eval.metrics.method_summary), accuracy
+                             with its 95% Wilson interval
+    accuracy_vs_tokens.png   accuracy (95% Wilson interval as error bars) against mean CoT tokens
     ratio_adherence.png      requested γ against achieved ActRatio
 
 Killing the job and re-running the same command resumes: finished records are skipped per method.

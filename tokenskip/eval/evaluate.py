@@ -1,4 +1,5 @@
-"""``tokenskip eval FILE...``: accuracy, mean CoT tokens and latency of result files, as a table + JSON."""
+"""``tokenskip eval FILE...``: accuracy (95% Wilson interval), mean CoT tokens and latency of result files,
+as a table + JSON."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def evaluate(
     regrade: bool = False,
     on_error: Literal["raise", "skip"] = "raise",
 ) -> dict[str, Any]:
-    """Summarise result files: accuracy, mean CoT tokens, mean output tokens, mean latency, n.
+    """Summarise result files: accuracy with its 95% Wilson interval, mean CoT tokens, mean output tokens,
+    mean latency, n.
 
     Args:
         files: one or more result files (from generate, infer or bench): .jsonl, .json or .parquet.

@@ -2,16 +2,55 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval of a binomial proportion (95% by default); None when ``n`` is 0.
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not empty at 0/n or n/n: 0/10 gives
+    (0, 0.278), 5/10 (0.237, 0.763).
+    """
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return None
+    p = successes / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    lo, hi = max(0.0, center - half), min(1.0, center + half)
+    if successes == 0:
+        lo = 0.0
+    if successes == n:
+        hi = 1.0
+    return lo, hi
+
+
+def accuracy_fields(correct: Sequence[bool]) -> dict[str, Any]:
+    """``accuracy`` with its 95% Wilson interval (``accuracy_low``/``accuracy_high``) and ``n_graded``."""
+    k, n = sum(bool(c) for c in correct), len(correct)
+    ci = wilson_interval(k, n)
+    return {
+        "accuracy": k / n if n else None,
+        "accuracy_low": ci[0] if ci else None,
+        "accuracy_high": ci[1] if ci else None,
+        "n_graded": n,
+    }
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy, mean CoT / output tokens, mean per-record latency and share cut off at max tokens.
+    """Accuracy (with its 95% Wilson interval), mean CoT / output tokens, mean per-record latency and share
+    cut off at max tokens.
 
     Missing fields are skipped per metric (a metric with no values is ``None``), never counted as zero.
     """
@@ -23,12 +62,19 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     cut = [r.get("finish_reason") == "length" for r in rows if "finish_reason" in r]
     return {
         "n": n,
-        "accuracy": _mean([float(c) for c in correct]),
+        **accuracy_fields(correct),
         "mean_cot_tokens": _mean(cot),
         "mean_output_tokens": _mean(out),
         "mean_latency_s": _mean(lat),
         "truncated_share": _mean([float(c) for c in cut]),
     }
+
+
+def format_interval(low: float | None, high: float | None) -> str:
+    """``"46.1-59.8%"`` (percent, one decimal), or ``-`` when there is no interval."""
+    if low is None or high is None:
+        return "-"
+    return f"{100 * low:.1f}-{100 * high:.1f}%"
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -43,11 +89,12 @@ def _fmt(value: Any, pct: bool = False) -> str:
 
 def markdown_table(named: dict[str, dict[str, Any]]) -> str:
     """A markdown table with one row per name (e.g. per file or per method)."""
-    header = "| run | n | accuracy | mean CoT tokens | mean output tokens | mean latency (s) | cut at max |"
-    lines = [header, "|" + "---|" * 7]
+    header = "| run | n | accuracy | 95% CI | mean CoT tokens | mean output tokens | mean latency (s) | cut at max |"
+    lines = [header, "|" + "---|" * 8]
     for name, m in named.items():
+        ci = format_interval(m.get("accuracy_low"), m.get("accuracy_high"))
         lines.append(
-            f"| {name} | {m['n']} | {_fmt(m['accuracy'], pct=True)} | {_fmt(m['mean_cot_tokens'])} | "
+            f"| {name} | {m['n']} | {_fmt(m['accuracy'], pct=True)} | {ci} | {_fmt(m['mean_cot_tokens'])} | "
             f"{_fmt(m['mean_output_tokens'])} | {_fmt(m['mean_latency_s'])} | {_fmt(m['truncated_share'], pct=True)} |"
         )
     return "\n".join(lines)
@@ -107,6 +154,8 @@ def method_summary(
         "method": method,
         "n": base["n"],
         "accuracy": base["accuracy"],
+        "accuracy_low": base["accuracy_low"],
+        "accuracy_high": base["accuracy_high"],
         "mean_cot_tokens": base["mean_cot_tokens"],
         "requested_ratio": requested_ratio,
         "act_ratio": act_ratio(base["mean_cot_tokens"], original_mean_cot_tokens),
@@ -129,6 +178,7 @@ BENCH_COLUMNS: list[tuple[str, str, str]] = [
     ("method", "method", "s"),
     ("n", "n", "d"),
     ("accuracy", "accuracy", "%"),
+    ("accuracy_ci", "95% CI", "ci"),
     ("mean_cot_tokens", "CoT tokens", "f"),
     ("requested_ratio", "γ requested", "f"),
     ("act_ratio", "ActRatio", "f"),
@@ -153,7 +203,8 @@ def bench_columns(rows: Sequence[dict[str, Any]], thinking: bool = False) -> lis
     forced = any(r.get("forced_share") is not None for r in rows)
     cols = list(BENCH_COLUMNS)
     if thinking or forced:
-        cols[4:4] = THINKING_COLUMNS  # after CoT tokens
+        at = [k for k, _, _ in cols].index("mean_cot_tokens") + 1
+        cols[at:at] = THINKING_COLUMNS  # after CoT tokens
     if forced:
         cols.append(FORCED_COLUMN)
     return cols
@@ -161,7 +212,8 @@ def bench_columns(rows: Sequence[dict[str, Any]], thinking: bool = False) -> lis
 
 def bench_markdown(rows: Sequence[dict[str, Any]], label: str | None = None, thinking: bool = False) -> str:
     """Markdown table of method summaries (``label`` prefixes each method, e.g. the model); ``thinking``:
-    the run used a thinking preset (thinking and answer tokens get their own columns)."""
+    the run used a thinking preset (thinking and answer tokens get their own columns). Accuracy is followed
+    by its 95% Wilson interval."""
     columns = bench_columns(rows, thinking)
     header = "| " + " | ".join(h for _, h, _ in columns) + " |"
     lines = [header, "|" + "---|" * len(columns)]
@@ -171,6 +223,9 @@ def bench_markdown(rows: Sequence[dict[str, Any]], label: str | None = None, thi
             v = r.get(key)
             if key == "method" and label:
                 v = f"{label}: {v}"
+            if fmt == "ci":
+                cells.append(format_interval(r.get("accuracy_low"), r.get("accuracy_high")))
+                continue
             cells.append(_fmt(v, pct=fmt == "%") if fmt != "s" else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

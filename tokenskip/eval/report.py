@@ -25,6 +25,14 @@ from tokenskip.methods import parse_methods
 EXTRA_CSV = [k for k, _, _ in (*THINKING_COLUMNS, FORCED_COLUMN)]
 
 
+def csv_columns() -> list[str]:
+    """The CSV's columns: the table's, with the 95% interval as two numbers (accuracy_low, accuracy_high)."""
+    cols = ["run"]
+    for key, _, _ in BENCH_COLUMNS[1:]:
+        cols.extend(("accuracy_low", "accuracy_high") if key == "accuracy_ci" else (key,))
+    return [*cols, "method", *EXTRA_CSV]
+
+
 def load_run(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A bench folder's run.json and one summary row per method (methods with no records are skipped)."""
     meta_path = root / "run.json"
@@ -87,7 +95,7 @@ def render(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(
             f,
-            fieldnames=["run", *[k for k, _, _ in BENCH_COLUMNS[1:]], "method", *EXTRA_CSV],
+            fieldnames=csv_columns(),
             extrasaction="ignore",
         )
         writer.writeheader()
@@ -99,6 +107,17 @@ def render(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
     return all_rows
 
 
+def error_bars(rows: list[dict[str, Any]]) -> list[list[float]]:
+    """Matplotlib's ``yerr`` (percent points below, above) from each row's accuracy interval (0 when a row
+    has none, e.g. written before intervals existed)."""
+    lows, highs = [], []
+    for r in rows:
+        acc, lo, hi = r["accuracy"], r.get("accuracy_low"), r.get("accuracy_high")
+        lows.append(100 * (acc - lo) if lo is not None else 0.0)
+        highs.append(100 * (hi - acc) if hi is not None else 0.0)
+    return [lows, highs]
+
+
 def _plots(runs: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], out: Path) -> None:
     import matplotlib
 
@@ -107,19 +126,20 @@ def _plots(runs: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], 
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, meta, rows in runs:
-        pts = [
-            (r["mean_cot_tokens"], 100 * r["accuracy"], r["method"])
-            for r in rows
-            if r["mean_cot_tokens"] is not None
-        ]
+        pts = [r for r in rows if r["mean_cot_tokens"] is not None and r["accuracy"] is not None]
         if not pts:
             continue
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label or str(meta.get("model")))
-        for x, y, name in pts:
+        xs = [r["mean_cot_tokens"] for r in pts]
+        ys = [100 * r["accuracy"] for r in pts]
+        ax.errorbar(
+            xs, ys, yerr=error_bars(pts), fmt="o", capsize=3, elinewidth=1,
+            label=label or str(meta.get("model")),
+        )  # fmt: skip
+        for x, y, name in zip(xs, ys, [r["method"] for r in pts], strict=True):
             ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("mean CoT tokens (answer part excluded)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy vs CoT tokens")
+    ax.set_title("Accuracy (95% Wilson interval) vs CoT tokens")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,0 +1,189 @@
+"""Compression fidelity arithmetic (pure: records in, rows, tables and figures out; no model).
+
+The question fidelity answers: after a scorer prunes a CoT the reader model wrote (and got right) down to
+γ of its tokens, can the same reader still read the answer off it? The workflow
+(:mod:`tokenskip.workflows.fidelity`) feeds the reader ``question + compressed CoT + answer cue`` and grades
+the few tokens it writes; this module picks the CoTs, strips the stated answer from them, and turns the
+graded rows into one summary row per scorer and γ (accuracy with its 95% Wilson interval, achieved ratio).
+
+Two controls bracket every scorer: ``full`` (the uncompressed CoT, γ = 1) and ``none`` (no CoT at all,
+γ = 0: what the reader answers from the question alone).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenskip.eval.metrics import _mean, accuracy_fields, format_interval
+
+FULL, NONE = "full", "none"  # the two control "scorers"
+
+# a line that only opens display math or introduces the stated answer ("So the answer is:", "\[")
+_OPENER = re.compile(r"^\s*(\\\[|\\\(|\$\$?|[^\n]*:\s*)$")
+
+
+def strip_final_answer(cot: str) -> str:
+    """The CoT without the sentence that states its final answer (the last ``\\boxed{...}``).
+
+    The line holding the last ``\\boxed`` is cut, with what follows it, and so are lines right before it
+    that only open display math or end in a colon ("The final answer is:"). In a one-line CoT the cut is at
+    the start of the sentence holding the box. A CoT without a box loses only trailing whitespace. The
+    reasoning itself (``48 + 24 = 72``) stays: fidelity asks whether the reasoning, compressed, still leads
+    to the answer, not whether the reader can copy a boxed answer.
+    """
+    idx = max(cot.rfind("\\boxed"), cot.rfind("\\fbox"))
+    if idx < 0:
+        return cot.rstrip()
+    line_start = cot.rfind("\n", 0, idx) + 1
+    if line_start == 0:
+        ends = [m.end() for m in re.finditer(r"[.!?]\s", cot[:idx])]
+        return cot[: ends[-1]].rstrip() if ends else ""
+    lines = cot[:line_start].rstrip().split("\n")
+    while lines and _OPENER.match(lines[-1]):
+        lines.pop()
+    return "\n".join(lines).rstrip()
+
+
+def select_records(rows: Iterable[dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
+    """The reader's correct records whose CoT still has text once the stated answer is stripped, in input
+    order (at most ``limit``), as compress input: id, question, answer, task, cot (stripped), source_cot."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if limit is not None and len(out) >= limit:
+            break
+        cot = r.get("cot")
+        if not r.get("correct") or not isinstance(cot, str):
+            continue
+        stripped = strip_final_answer(cot)
+        if not stripped.strip():
+            continue
+        out.append(
+            {
+                "id": str(r["id"]),
+                "question": r["question"],
+                "answer": r["answer"],
+                "task": r.get("task", "gsm8k"),
+                "cot": stripped,
+                "source_cot": cot,
+            }
+        )
+    return out
+
+
+def parse_scorers(spec: str | Sequence[str]) -> list[tuple[str, str | None, bool]]:
+    """``"selfinfo,selfinfo:qwen2.5-coder-0.5b,random,llmlingua2?"`` -> ``(scorer, checkpoint, optional)``.
+
+    ``name:checkpoint`` picks the scorer's model; a trailing ``?`` marks a scorer that is skipped (not an
+    error) when its model cannot be loaded, e.g. llmlingua2 without the weights offline.
+    """
+    from tokenskip.compressors.compress import SCORERS
+    from tokenskip.errors import UserError
+
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[tuple[str, str | None, bool]] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        optional = item.endswith("?")
+        name, _, checkpoint = item.rstrip("?").partition(":")
+        if name not in SCORERS or name == "llmlingua":
+            known = ", ".join(s for s in SCORERS if s != "llmlingua")
+            raise UserError(f"unknown scorer '{name}' in --scorers (one of: {known}; name:checkpoint)")
+        if checkpoint and name in ("random", "truncation"):
+            raise UserError(f"scorer '{name}' takes no checkpoint (got '{item}')")
+        entry = (name, checkpoint or None, optional)
+        if all(label(e[0], e[1]) != label(name, checkpoint or None) for e in out):
+            out.append(entry)
+    if not out:
+        raise UserError("--scorers is empty")
+    return out
+
+
+def label(scorer: str, checkpoint: str | None) -> str:
+    """A scorer's name in tables and file names: ``selfinfo``, ``selfinfo-qwen2.5-coder-0.5b``."""
+    if not checkpoint:
+        return scorer
+    return f"{scorer}-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(checkpoint.rstrip('/')).name)}"
+
+
+def summarize_cell(scorer: str, ratio: float, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One table row: answer accuracy (95% Wilson interval) of the reader on ``rows`` (graded answers to
+    one scorer's CoTs at one γ) and the ratio achieved: mean per CoT and token-weighted."""
+    orig = [float(r["original_tokens"]) for r in rows if r.get("original_tokens") is not None]
+    comp = [float(r["compressed_tokens"]) for r in rows if r.get("compressed_tokens") is not None]
+    per = [float(r["achieved_ratio"]) for r in rows if r.get("achieved_ratio") is not None]
+    return {
+        "scorer": scorer,
+        "ratio": ratio,
+        "n": len(rows),
+        "correct": sum(bool(r.get("correct")) for r in rows),
+        **accuracy_fields([bool(r.get("correct")) for r in rows]),
+        "mean_achieved_ratio": _mean(per),
+        "token_weighted_ratio": sum(comp) / sum(orig) if orig and sum(orig) else None,
+        "mean_compressed_tokens": _mean(comp),
+        "mean_original_tokens": _mean(orig),
+    }
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def fidelity_markdown(cells: Sequence[dict[str, Any]]) -> str:
+    """Markdown table, one row per scorer and γ (controls included)."""
+    lines = [
+        "| scorer | γ | n | answer accuracy | 95% CI | achieved ratio (mean) | achieved ratio (tokens) "
+        "| CoT tokens kept |",
+        "|" + "---|" * 8,
+    ]
+    for c in cells:
+        acc = "-" if c["accuracy"] is None else f"{100 * c['accuracy']:.1f}%"
+        lines.append(
+            f"| {c['scorer']} | {c['ratio']:g} | {c['n']} | {acc} | "
+            f"{format_interval(c['accuracy_low'], c['accuracy_high'])} | {_f(c['mean_achieved_ratio'])} | "
+            f"{_f(c['token_weighted_ratio'])} | {_f(c['mean_compressed_tokens'], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_fidelity(cells: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Answer accuracy (95% Wilson interval) against achieved ratio, one line per scorer; the ``full`` and
+    ``none`` controls as horizontal bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for control, color in ((FULL, "black"), (NONE, "grey")):
+        for c in cells:
+            if c["scorer"] == control and c["accuracy"] is not None:
+                ax.axhline(100 * c["accuracy"], color=color, ls="--", lw=1, label=f"{control} CoT ({c['n']})")
+                ax.axhspan(100 * c["accuracy_low"], 100 * c["accuracy_high"], color=color, alpha=0.08)
+    scorers = [s for s in dict.fromkeys(c["scorer"] for c in cells) if s not in (FULL, NONE)]
+    for k, s in enumerate(scorers):
+        pts = sorted(
+            (c for c in cells if c["scorer"] == s and c["accuracy"] is not None), key=lambda c: c["ratio"]
+        )
+        if not pts:
+            continue
+        xs = [c["mean_achieved_ratio"] if c["mean_achieved_ratio"] is not None else c["ratio"] for c in pts]
+        xs = [x + (k - (len(scorers) - 1) / 2) * 0.006 for x in xs]  # a little apart: overlapping bars
+        ys = [100 * c["accuracy"] for c in pts]
+        yerr = [
+            [100 * (c["accuracy"] - c["accuracy_low"]) for c in pts],
+            [100 * (c["accuracy_high"] - c["accuracy"]) for c in pts],
+        ]
+        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, elinewidth=1, label=s)
+    ax.set_xlabel("achieved ratio γ (kept share of the reader's CoT tokens)")
+    ax.set_ylabel("answer accuracy of the reader (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title or "Compression fidelity (95% Wilson intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
