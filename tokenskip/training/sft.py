@@ -252,6 +252,7 @@ def build_sft(
         "ratios": used,
         "per_ratio": dict(sorted(per_ratio.items(), reverse=True)),
         "preset": p.name,
+        "preset_fields": resolved.to_dict(),
         "delimiter": resolved.delimiter,
         "delimiter_source": "option"
         if delimiter is not None
@@ -300,7 +301,10 @@ def read_sft_info(folder: str | Path) -> dict[str, Any]:
 
 
 def preset_from_info(info: dict[str, Any]) -> PromptPreset:
-    """The exact prompt preset a build-sft folder was written with."""
+    """The exact prompt preset a build-sft folder was written with (every field, TELL's anchor and the think
+    tags included; folders written before ``preset_fields`` existed: the named preset and the recorded fields)."""
+    if isinstance(info.get("preset_fields"), dict):
+        return PromptPreset.from_dict(info["preset_fields"])
     return dataclasses.replace(
         get_preset(info["preset"]),
         delimiter=info["delimiter"],
