@@ -40,31 +40,42 @@ def _turns(row: dict[str, Any]) -> tuple[str, str]:
     pairs = [(str(t.get("from", t.get("role", ""))), t.get("value", t.get("content"))) for t in turns
              if isinstance(t, dict)]  # fmt: skip
     for (role, text), (next_role, reply) in zip(pairs, pairs[1:], strict=False):
-        if role in USER_ROLES and next_role in ASSISTANT_ROLES and isinstance(text, str) and isinstance(reply, str):
+        if (
+            role in USER_ROLES
+            and next_role in ASSISTANT_ROLES
+            and isinstance(text, str)
+            and isinstance(reply, str)
+        ):
             if text.strip() and reply.strip():
                 return text, reply
     raise ValueError("no user turn followed by an assistant turn")
 
 
-def general_example(row: dict[str, Any], preset: PromptPreset, default_id: str) -> tuple[str, str]:
-    """``(user message, output)`` of one general row (alpaca, sharegpt, or question/CoT/answer)."""
+def general_example(row: dict[str, Any], preset: PromptPreset, default_id: str) -> tuple[str, str, str]:
+    """``(question, user message, output)`` of one general row (alpaca, sharegpt, or question/CoT/answer)."""
     if "conversations" in row or "messages" in row:
-        return _turns(row)
+        user, reply = _turns(row)
+        return user, user, reply
     if "instruction" in row and "output" in row:
         ins, inp, out = row["instruction"], row.get("input") or "", row["output"]
         if not isinstance(ins, str) or not isinstance(inp, str) or not isinstance(out, str):
             raise ValueError("alpaca fields instruction/input/output must be text")
         if not ins.strip() or not out.strip():
             raise ValueError("empty alpaca instruction or output")
-        return (f"{ins}\n{inp}" if inp.strip() else ins), out
+        user = f"{ins}\n{inp}" if inp.strip() else ins
+        return user, user, out
     rec = row_to_record(row, default_id, require_cot=True)
     return cot_example(rec.question, rec.cot or "", rec.answer, preset)
 
 
-def cot_example(question: str, cot: str, answer: str, preset: PromptPreset) -> tuple[str, str]:
+def cot_example(question: str, cot: str, answer: str, preset: PromptPreset) -> tuple[str, str, str]:
     """A plain question -> CoT + answer example: the preset's user message without anchor or ratio."""
     plain = dataclasses.replace(preset, anchor=None)
-    return user_message(question, None, plain, None), format_target(CALC.sub("", cot), answer, plain)
+    return (
+        question,
+        user_message(question, None, plain, None),
+        format_target(CALC.sub("", cot), answer, plain),
+    )
 
 
 def load_general(
@@ -78,8 +89,8 @@ def load_general(
         records, stats = load_records(name, split=split, require_cot=True, on_error=on_error)
         for msg in stats.skipped:
             print(f"tokenskip: skipped {msg}")
-        pairs = [cot_example(r.question, r.cot or "", r.answer, preset) for r in records]
-        return [general_row(i, u, o, name) for i, (u, o) in enumerate(pairs)]
+        found = [cot_example(r.question, r.cot or "", r.answer, preset) for r in records]
+        return [general_row(i, q, u, o, name) for i, (q, u, o) in enumerate(found)]
     path = Path(name).expanduser()
     stats = BadLineStats()
     if path.exists():

@@ -33,19 +33,21 @@ DEFAULT_ANCHOR = (
 
 
 def resolve_anchor(value: str | None) -> str | None:
-    """``--anchor_prompt``: ``default`` is :data:`DEFAULT_ANCHOR`, None or blank is no anchor, else the text."""
-    if value is None or not value.strip():
+    """``--anchor_prompt``: ``default`` is :data:`DEFAULT_ANCHOR`; None, blank or ``none`` is no anchor; else
+    the text itself."""
+    if value is None or not value.strip() or value.strip().lower() == "none":
         return None
     return DEFAULT_ANCHOR if value.strip() == "default" else value
 
 
-def general_row(index: int, user: str, output: str, source: str) -> dict[str, Any]:
-    """One general example as a build-sft row (alpaca fields; no ratio, no anchor, ``kind: general``)."""
+def general_row(index: int, question: str, user: str, output: str, source: str) -> dict[str, Any]:
+    """One general example as a build-sft row (alpaca fields; no ratio, no anchor, ``kind: general``);
+    ``question`` is the bare question (compared with the task questions), ``user`` the whole user message."""
     return {
         "id": f"general-{index}",
         "kind": "general",
         "ratio": None,
-        "question": user,
+        "question": question,
         "answer": None,
         "instruction": "",
         "input": user,
