@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -114,12 +115,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after generating, score N training problems' compressed targets under every γ prompt: does the "
         "model read the digit? (~11 s per problem on 2 CPU cores; on the GPU when there is one)",
     )
+    ap.add_argument(
+        "--tell",
+        type=float,
+        default=0.0,
+        help="TELL ablation: K > 0 also trains with K general examples per task example and the anchor, for "
+        "the same number of steps as the run without, and compares the two (work/no_tell, work/tell)",
+    )
+    ap.add_argument(
+        "--general", default=None, help="TELL's general data (default: --train_file's uncompressed CoTs)"
+    )
+    ap.add_argument("--anchor_prompt", default="default", help="TELL's anchor (default: the built-in one)")
+    ap.add_argument("--shuffle", default="extensive", choices=("extensive", "blocked"))
+    ap.add_argument(
+        "--max_steps", type=int, default=-1, help="LoRA steps (default: --epochs over the task data)"
+    )
     ap.add_argument("--seed", type=int, default=42)
     return ap.parse_args(argv)
 
 
 def ratio_sensitivity(
-    model_dir: Path, sft_rows: list[dict], preset: str, n: int
+    model_dir: Path, sft_rows: list[dict], preset: Any, n: int
 ) -> dict[str, dict[str, float]]:
     """Mean summed NLL of each γ's training target under the prompt for every γ (rows: target γ, columns:
     prompt γ), over the first ``n`` problems that have every γ < 1. A model that reads the digit scores each
@@ -128,10 +144,12 @@ def ratio_sensitivity(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     by_id: dict[str, dict[float, dict]] = {}
+    sft_rows = [row for row in sft_rows if row.get("ratio") is not None]  # TELL's general rows have no γ
     for row in sft_rows:
         by_id.setdefault(row["id"], {})[float(row["ratio"])] = row
     ratios = sorted({float(r["ratio"]) for r in sft_rows if float(r["ratio"]) < 1.0}, reverse=True)
-    problems = [rows for rows in by_id.values() if all(g in rows for g in ratios)][:n]
+    # the same problems whatever the mixture's order (a TELL mixture is shuffled): by id
+    problems = [by_id[i] for i in sorted(by_id) if all(g in by_id[i] for g in ratios)][:n]
     if not problems:
         raise ValueError(f"no problem has a target at every γ in {ratios}: probe an every-ratio mixture")
     device = "cuda" if torch.cuda.is_available() else "cpu"  # fp32 either way: the columns differ by 0.1s
@@ -153,6 +171,17 @@ def ratio_sensitivity(
     return {format_ratio(t): {format_ratio(p): round(nll[(t, p)], 2) for p in ratios} for t in ratios}
 
 
+def diagonal_margin(sensitivity: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per target γ: mean NLL of its target under the other γ prompts minus under its own (> 0: the model
+    prefers the right γ), and their mean (``mean``)."""
+    out = {}
+    for t, row in sensitivity.items():
+        others = [v for p, v in row.items() if p != t]
+        out[t] = round(sum(others) / len(others) - row[t], 3) if others else 0.0
+    out["mean"] = round(sum(out.values()) / len(out), 3) if out else 0.0
+    return out
+
+
 def stage(name: str, t0: float) -> None:
     print(f"[{time.time() - t0:7.1f}s] {name}", flush=True)
 
@@ -164,23 +193,18 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     # stages resume from --work: refuse to mix outputs of different settings
     keys = ("train_file", "model", "n_train", "train_ratios", "epochs", "learning_rate", "lora_rank",
-            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio", "group_by_length", "keep_digits", "force_tokens", "preset")  # fmt: skip
+            "lora_alpha", "batch_size", "cutoff", "seed", "every_ratio", "group_by_length", "keep_digits",
+            "force_tokens", "preset", "tell", "general", "anchor_prompt", "shuffle", "max_steps")  # fmt: skip
     settings = {k: getattr(args, k) for k in keys}
     if (work / "bench_settings.json").exists():
         old = json.loads((work / "bench_settings.json").read_text())
-        if old != settings:
+        if any(old.get(k, v) != v for k, v in settings.items()):  # keys new since the run: their defaults
             sys.exit(f"controllability: {work} holds a run with other settings {old}; use another --work")
     write_json_atomic(work / "bench_settings.json", settings)
     try:
         from tokenskip.compressors.compress import compress
     except ImportError as e:  # the offline scorer ships with tokenskip.compressors
         sys.exit(f"controllability: tokenskip.compressors is not available ({e}); cannot compress CoTs")
-    from tokenskip.data.adapters import ADAPTER_INFO  # noqa: E402
-    from tokenskip.inference import make_generator
-    from tokenskip.inference.base import SamplingConfig
-    from tokenskip.training.merge import merge
-    from tokenskip.training.sft import SFT_FILE, build_sft
-    from tokenskip.training.train import train
 
     # 1. training problems: reference CoTs without the calculator annotations
     train_rows = work / "train_problems.jsonl"
@@ -199,29 +223,59 @@ def main(argv: list[str] | None = None) -> dict:
              model=args.model, keep_digits=bool(args.keep_digits), force_tokens=[t for t in args.force_tokens.split(",") if t],
              progress=False)  # fmt: skip
     summary = json.loads((work / "compressed" / "summary.json").read_text())
+    data_ratios = {k: v.get("mean_achieved_ratio") for k, v in summary.get("ratios", {}).items()}
     stage("compressed (selfinfo)", t0)
 
-    # 3. TokenSkip's mixture (by default every problem at every ratio: see --every_ratio)
-    info = build_sft(str(train_rows), str(work / "compressed"), str(work / "sft"), model=args.model, seed=args.seed,
-                     every_ratio=bool(args.every_ratio), preset=args.preset)  # fmt: skip
-    stage(f"SFT mixture {info['per_ratio']}", t0)
+    if args.tell <= 0:  # one run, in --work itself
+        report = run_variant(args, work, work, train_rows, 0.0, args.max_steps, t0)
+    else:  # TELL ablation: the same task data and steps with and without TELL
+        base = run_variant(args, work, work / "no_tell", train_rows, 0.0, args.max_steps, t0)
+        tell = run_variant(args, work, work / "tell", train_rows, args.tell, base["train_steps"], t0)
+        report = {"no_tell": base, "tell": tell}
+        print_tell_table(base, tell, args)
+    report.update(args=vars(args), train_data_achieved_ratio=data_ratios, wall_s=round(time.time() - t0, 1))
+    print(f"training targets (selfinfo): mean achieved ratio per γ {data_ratios}")
+    print(f"wall time: {time.time() - t0:.0f}s")
+    write_json_atomic(work / "report.json", report)
+    return report
+
+
+def run_variant(
+    args: argparse.Namespace, work: Path, vdir: Path, train_rows: Path, k: float, max_steps: int, t0: float
+) -> dict:
+    """Build the mixture (TELL with ``k`` > 0), train ``max_steps`` (-1: --epochs), generate, probe."""
+    from tokenskip.data.adapters import ADAPTER_INFO, resolve_preset
+    from tokenskip.inference import make_generator
+    from tokenskip.inference.base import SamplingConfig
+    from tokenskip.training.merge import merge
+    from tokenskip.training.sft import SFT_FILE, build_sft
+    from tokenskip.training.train import train
+
+    name = "TELL" if k > 0 else "no TELL" if args.tell > 0 else ""
+    tell = {"general": args.general or args.train_file, "general_ratio": k, "anchor_prompt": args.anchor_prompt,
+            "shuffle": args.shuffle} if k > 0 else {}  # fmt: skip
+    # 3. TokenSkip's mixture (by default every problem at every ratio: see --every_ratio), TELL's general data
+    info = build_sft(str(train_rows), str(work / "compressed"), str(vdir / "sft"), model=args.model, seed=args.seed,
+                     every_ratio=bool(args.every_ratio), preset=args.preset, **tell)  # fmt: skip
+    stage(f"{name} SFT mixture {info['per_ratio']} tell={info.get('tell')}", t0)
 
     # 4. LoRA
-    adapter = work / "adapter"
+    adapter = vdir / "adapter"
     if not (adapter / ADAPTER_INFO).exists():
-        train(str(work / "sft"), str(adapter), model=args.model, epochs=args.epochs,
+        train(str(vdir / "sft"), str(adapter), model=args.model, epochs=args.epochs, max_steps=max_steps,
               learning_rate=args.learning_rate, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
               batch_size=args.batch_size, grad_accum=1, cutoff=args.cutoff, eval_size=0, save_steps=25,
               logging_steps=5, seed=args.seed, progress="none", group_by_length=bool(args.group_by_length))  # fmt: skip
     meta = json.loads((adapter / ADAPTER_INFO).read_text())
+    preset = resolve_preset(None, str(adapter))  # the trained prompt: delimiter and TELL's anchor
 
     def merged_model() -> Path:  # the adapter merged into a model folder, once (vLLM and the probe load it)
-        merged = work / "merged"
+        merged = vdir / "merged"
         if not (merged / ADAPTER_INFO).exists():
             merge(str(adapter), str(merged), overwrite=True)
         return merged
 
-    stage(f"trained {meta['global_step']} steps, final loss {meta['train_loss']}", t0)
+    stage(f"{name} trained {meta['global_step']} steps, final loss {meta['train_loss']}", t0)
 
     # 5. generate on held-out questions at each γ (vllm: every γ's prompts in one continuous batch)
     records, _ = load_records(args.test_file, limit=args.n_test)
@@ -236,13 +290,13 @@ def main(argv: list[str] | None = None) -> dict:
     else:  # a merged model folder: vLLM's CPU LoRA kernels would halve its speed (same outputs up to fp32 rounding)
         gen = make_generator("vllm", model=str(merged_model()), batch_size=gen_batch, max_model_len=1024)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
-    paths = {ratio: work / f"gen_{format_ratio(ratio)}.jsonl" for ratio in ratios}
+    paths = {ratio: vdir / f"gen_{format_ratio(ratio)}.jsonl" for ratio in ratios}
     with contextlib.ExitStack() as stack:
         writers = {ratio: stack.enter_context(ResumableJsonlWriter(path)) for ratio, path in paths.items()}
         todo = [(ratio, r) for ratio in ratios for r in records if r.id not in writers[ratio].done]
         for start in range(0, len(todo), gen_batch):
             batch = todo[start : start + gen_batch]
-            prompts = [format_prompt(gen.tokenizer, r.question, ratio, args.preset) for ratio, r in batch]
+            prompts = [format_prompt(gen.tokenizer, r.question, ratio, preset) for ratio, r in batch]
             for (ratio, rec), g in zip(batch, gen.generate(prompts, sampling), strict=True):
                 cot = split_cot(g.text)
                 pred, ok = grade(g.text, rec.answer, rec.task)
@@ -250,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       "cot_tokens": gen.count_tokens(cot), "output_tokens": g.num_tokens,
                                       "finish_reason": g.finish_reason, "prediction": pred, "correct": ok})  # fmt: skip
         gen.close()
-    stage(f"generated {len(todo)} answers at γ = {args.eval_ratios}", t0)
+    stage(f"{name} generated {len(todo)} answers at γ = {args.eval_ratios}", t0)
     results = {}
     ids = {r.id for r in records}
     for ratio, path in paths.items():
@@ -264,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
 
     full = results.get(1.0, {}).get("mean_cot_tokens")
-    print()
+    print(f"\n{name}".rstrip())
     print(
         f"| γ | mean CoT tokens | median | achieved ratio | hit max_new_tokens ({args.max_new_tokens}) | accuracy |"
     )
@@ -277,31 +331,49 @@ def main(argv: list[str] | None = None) -> dict:
     means = [results[r]["mean_cot_tokens"] for r in sorted(results, reverse=True)]
     monotone = all(a > b for a, b in zip(means, means[1:], strict=False))
     print(f"\nmean CoT tokens strictly decreasing from γ=1.0 to γ=0.5: {monotone}")
-    data_ratios = {k: v.get("mean_achieved_ratio") for k, v in summary.get("ratios", {}).items()}
-    print(f"training targets (selfinfo): mean achieved ratio per γ {data_ratios}")
-    sensitivity = None
+    sensitivity = margin = None
     if args.probe > 0:
-        probe_sft = work / "sft"
+        probe_sft = vdir / "sft"
         if not args.every_ratio:  # the drawn mixture has one γ per problem: probe every γ of the same data
             probe_sft = work / "probe_sft"
             build_sft(str(train_rows), str(work / "compressed"), str(probe_sft), model=args.model,
                       seed=args.seed, every_ratio=True, preset=args.preset)  # fmt: skip
         sft_rows = [row for _, row in read_jsonl(probe_sft / SFT_FILE)]
-        sensitivity = ratio_sensitivity(merged_model(), sft_rows, args.preset, args.probe)
+        sensitivity = ratio_sensitivity(merged_model(), sft_rows, preset, args.probe)
+        margin = diagonal_margin(sensitivity)
         cols = list(next(iter(sensitivity.values())))
         print(
             f"\nratio sensitivity: mean NLL of training targets (rows: target γ; columns: γ in the prompt; {args.probe} problems)"
         )
-        print("| target \\ prompt | " + " | ".join(cols) + " |")
-        print("|---|" + "---|" * len(cols))
+        print("| target \\ prompt | " + " | ".join(cols) + " | diagonal margin |")
+        print("|---|" + "---|" * (len(cols) + 1))
         for t, row in sensitivity.items():
-            print(f"| {t} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |")
-    print(f"wall time: {time.time() - t0:.0f}s")
-    report = {"ratio_sensitivity": sensitivity, "args": vars(args), "train_data_achieved_ratio": data_ratios, "results": {format_ratio(k): v for k, v in results.items()},
-              "strictly_decreasing": monotone, "train_steps": meta["global_step"], "train_loss": meta["train_loss"],
-              "sft_per_ratio": info["per_ratio"], "wall_s": round(time.time() - t0, 1)}  # fmt: skip
-    write_json_atomic(work / "report.json", report)
-    return report
+            print(f"| {t} | " + " | ".join(f"{v:.1f}" for v in row.values()) + f" | {margin[t]:+.2f} |")
+        print(
+            f"mean diagonal margin (other γ minus own γ; > 0: the model reads the digit): {margin['mean']:+.3f}"
+        )
+    return {"ratio_sensitivity": sensitivity, "diagonal_margin": margin,
+            "results": {format_ratio(k): v for k, v in results.items()}, "strictly_decreasing": monotone,
+            "train_steps": meta["global_step"], "train_loss": meta["train_loss"], "sft_per_ratio": info["per_ratio"],
+            "tell": info.get("tell")}  # fmt: skip
+
+
+def print_tell_table(base: dict, tell: dict, args: argparse.Namespace) -> None:
+    """TELL vs no TELL at equal steps: mean CoT tokens and achieved ratio per γ, accuracy, probe margin."""
+    print(
+        f"\nTELL ablation (K = {args.tell}, {args.shuffle}; {base['train_steps']} vs {tell['train_steps']} steps)"
+    )
+    print("| γ | CoT tokens, no TELL | CoT tokens, TELL | achieved ratio, no TELL | achieved ratio, TELL "
+          "| accuracy, no TELL | accuracy, TELL |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for g, b in base["results"].items():
+        t = tell["results"][g]
+        ratio = "{:.2f}".format
+        print(f"| {g} | {b['mean_cot_tokens']:.1f} | {t['mean_cot_tokens']:.1f} | {ratio(b['achieved_ratio'] or 0)} | "
+              f"{ratio(t['achieved_ratio'] or 0)} | {b['accuracy']:.1%} | {t['accuracy']:.1%} |")  # fmt: skip
+    if base["diagonal_margin"] and tell["diagonal_margin"]:
+        print(f"probe diagonal margin (mean NLL nats): no TELL {base['diagonal_margin']['mean']:+.3f}, "
+              f"TELL {tell['diagonal_margin']['mean']:+.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -58,3 +58,14 @@ def test_ratio_sensitivity_needs_a_problem_with_every_ratio(bench, tmp_path):
     rows = _rows("p0", "q0", {0.9: "a"}) + _rows("p1", "q1", {0.7: "b"}) + _rows("p2", "q2", {0.5: "c"})
     with pytest.raises(ValueError, match="no problem has a target at every γ"):
         bench.ratio_sensitivity(tmp_path / "no-model-here", rows, "default", n=4)
+
+
+def test_diagonal_margin_and_general_rows(bench, tmp_path):
+    m = bench.diagonal_margin({"0.9": {"0.9": 10.0, "0.7": 12.0, "0.5": 14.0},
+                               "0.5": {"0.9": 5.0, "0.7": 5.0, "0.5": 6.0}})  # fmt: skip
+    assert m == {"0.9": 3.0, "0.5": -1.0, "mean": 1.0}
+    # TELL's general rows (no γ) are not probed: still no problem with every γ
+    general = [{"id": "general-1", "ratio": None, "question": "q", "output": "o"}]
+    rows = _rows("p0", "q0", {0.9: "a"}) + _rows("p1", "q1", {0.5: "b"}) + general
+    with pytest.raises(ValueError, match="no problem has a target at every γ"):
+        bench.ratio_sensitivity(tmp_path / "no-model-here", rows, "default", n=4)

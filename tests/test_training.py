@@ -27,12 +27,11 @@ from tokenskip.training.sft import (
 )
 from tokenskip.training.train import (
     _RUN_KEYS,
-    IGNORE_INDEX,
     _sampling_args,
-    collate,
+    check_row,
     completion_start,
+    prompt_of,
     split_eval,
-    tokenize_example,
 )
 
 # Short problems so that training tests stay cheap (prompt + completion < 100 tokens).
@@ -226,23 +225,22 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
 # --- tokenization, split, collation --------------------------------------------------------------------
 
 
-class CharTokenizer:
-    """One token per character; EOS = 0."""
+def test_prompt_of_a_task_row_is_the_inference_prompt(embedded_tokenizer):
+    from tokenskip.data.prompts import format_prompt
 
-    eos_token_id = 0
-
-    def __call__(self, text, add_special_tokens=True):
-        assert add_special_tokens is False  # prompts carry the chat template's special tokens already
-        return {"input_ids": [ord(c) for c in text]}
-
-
-def test_tokenize_example_masks_prompt_appends_eos_and_cuts():
-    ex = tokenize_example(CharTokenizer(), "abc", "xy", cutoff=100)
-    assert ex["input_ids"] == [97, 98, 99, 120, 121, 0]
-    assert ex["labels"] == [IGNORE_INDEX] * 3 + [120, 121, 0]
-    cut = tokenize_example(CharTokenizer(), "abc", "xyz", cutoff=5)
-    assert cut["input_ids"] == [97, 98, 99, 120, 121] and cut["labels"][-2:] == [120, 121]
-    assert tokenize_example(CharTokenizer(), "abcdef", "x", cutoff=6) is None
+    for name in ("default", "tokenskip"):
+        preset = resolve_sft_preset(get_preset(name), None, embedded_tokenizer.eos_token)
+        ex = Example("x", "Q: 2 + 3?", "5", "2 + 3 = 5", {0.5: "2+3=5"})
+        for ratio in (1.0, 0.5):
+            row = sft_row(ex, ratio, preset)
+            check_row(row, preset)
+            want = format_prompt(embedded_tokenizer, ex.question, ratio if ratio < 1 else None, preset)
+            assert prompt_of(embedded_tokenizer, row, preset) == want
+    with pytest.raises(ValueError, match="do not match"):
+        check_row({**row, "input": "other"}, preset)
+    general = {"kind": "general", "ratio": None, "instruction": "", "input": "Say hi", "output": "hi"}
+    check_row(general, preset)
+    assert prompt_of(embedded_tokenizer, general, preset).count("Say hi") == 1
 
 
 def test_split_eval_is_seeded_and_disjoint():
@@ -254,15 +252,6 @@ def test_split_eval_is_seeded_and_disjoint():
     assert split_eval(5, 0, seed=0) == ([0, 1, 2, 3, 4], [])
     with pytest.raises(UserError):
         split_eval(5, 5, seed=0)
-
-
-def test_collate_pads_right_with_ignore_labels():
-    b = collate(
-        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}], pad_token_id=1
-    )
-    assert b["input_ids"].tolist() == [[5, 6, 7], [8, 1, 1]]
-    assert b["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
-    assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 def test_completion_start_is_one_before_the_earliest_target():
@@ -291,6 +280,9 @@ def test_sampling_args_map_group_by_length_to_the_installed_transformers():
         group_by_length: bool = False
 
     assert _sampling_args(OldArgs, True) == {"group_by_length": True}
+    # a TELL mixture keeps its (seeded) file order unless batches are grouped by length
+    assert _sampling_args(TrainingArguments, False, ordered=True) == {"train_sampling_strategy": "sequential"}
+    assert _sampling_args(TrainingArguments, True, ordered=True) == kwargs
 
 
 # --- resume bookkeeping --------------------------------------------------------------------------------

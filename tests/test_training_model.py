@@ -91,47 +91,52 @@ def test_lora_run_lowers_loss_and_adapter_reloads_identically(tiny_sft_dir, tmp_
 
 
 def test_completion_logits_trainer_gives_the_same_loss_and_gradients(tmp_path):
+    """trl's SFTTrainer loss and ours (LM head from the first completion position on): same loss and grads,
+    and the LM head really runs on fewer positions."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
 
     from tokenskip.models import load_model
-    from tokenskip.training.train import _completion_logits_trainer, collate, tokenize_example
+    from tokenskip.training.train import completion_logits_trainer, completion_start
 
     base, tok = load_model("smollm2-135m")
-    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    rows = [
+        ("Tom has 3 apples and buys 2 more. How many apples?", 0.5, "3 + 2 = 5\n\nThe final answer is: 5"),
+        ("A pen costs 4 dollars. What do 6 pens cost in dollars, all together?", None, "6 x 4 = 24 dollars."),
+    ]
+    ds = Dataset.from_list([{"prompt": format_prompt(tok, q, r), "completion": c} for q, r, c in rows])
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", completion_only_loss=True,
+                     max_length=256, gradient_checkpointing=False)  # fmt: skip
+    trainer = completion_logits_trainer(SFTTrainer)(
+        model=base, args=args, train_dataset=ds, processing_class=tok,
+        peft_config=LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )  # fmt: skip
+    model = trainer.model
     for name, p in model.named_parameters():  # non-zero LoRA B so the adapter changes the logits
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)
-    feats = [
-        tokenize_example(tok, format_prompt(tok, q, ratio), cot, 256)
-        for q, ratio, cot in [
-            (
-                "Tom has 3 apples and buys 2 more. How many apples?",
-                0.5,
-                "3 + 2 = 5\n\nThe final answer is: 5",
-            ),
-            (
-                "A pen costs 4 dollars. What do 6 pens cost in dollars, all together?",
-                None,
-                "6 x 4 = 24 dollars.",
-            ),
-        ]
-    ]
-    batch = collate(feats, tok.pad_token_id)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     n = int((batch["labels"][:, 1:] != -100).sum())
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    first = completion_start(batch["labels"])
+    assert first > 10  # both prompts are long: most positions need no LM head
+    widths = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: widths.append(i[0].shape[1]))
     results = []
-    for cls in (Trainer, _completion_logits_trainer(Trainer)):
+    for compute in (SFTTrainer.compute_loss, type(trainer).compute_loss):
         model.zero_grad()
-        loss = cls(model=model, args=args).compute_loss(model, dict(batch), num_items_in_batch=n)
+        loss = compute(trainer, model, dict(batch), num_items_in_batch=n)
         loss.backward()
         grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
         results.append((loss.detach(), grads))
+    hook.remove()
     (full, g_full), (sliced, g_sliced) = results
     assert torch.allclose(full, sliced, rtol=1e-5), (full, sliced)
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g_full, g_sliced, strict=True))
+    # trl's fused head sums in chunks: the same gradients up to fp32 rounding
+    assert all((a - b).abs().max() <= 2e-3 * a.abs().max() for a, b in zip(g_full, g_sliced, strict=True))
     assert full.item() > 0
+    assert widths[-1] == batch["input_ids"].shape[1] - first  # ours: completion positions only
 
 
 def test_killed_train_resumes_from_last_checkpoint(sft_dir, tmp_path):

@@ -195,6 +195,110 @@ class LoRAArgs:
             raise UserError("--target_modules is empty (all-linear, or a comma list like q_proj,v_proj)")
 
 
+@dataclass
+class OptimArgs:
+    """How an adapter is trained: optimizer, schedule, batches, checkpoints (``train`` and TALE-PT).
+
+    Attributes:
+        learning_rate: peak learning rate.
+        epochs: training epochs.
+        max_steps: stop after this many optimizer steps (overrides --epochs when > 0).
+        batch_size: examples per device per forward pass.
+        grad_accum: gradient accumulation steps (effective batch = batch_size x grad_accum x devices).
+        scheduler: learning-rate schedule (cosine, linear, constant, constant_with_warmup, ...).
+        warmup: warmup as a fraction of the steps (< 1) or a number of steps (>= 1).
+        weight_decay: AdamW weight decay.
+        cutoff: maximum tokens per example (prompt + completion); longer completions are cut.
+        save_steps: write a checkpoint every N optimizer steps.
+        save_total_limit: keep at most N checkpoints.
+        logging_steps: log the loss every N steps.
+        seed: seed for LoRA init and data order.
+        gradient_checkpointing: recompute activations in backward (less memory, slower).
+    """
+
+    learning_rate: float = 5e-5
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 4
+    scheduler: str = "cosine"
+    warmup: float = 0.1
+    weight_decay: float = 0.0
+    cutoff: int = 2048
+    save_steps: int = 100
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    seed: int = 42
+    gradient_checkpointing: bool = False
+
+    def check(self) -> None:
+        from transformers import SchedulerType
+
+        checks = [
+            (self.learning_rate > 0, f"--learning_rate must be > 0, got {self.learning_rate}"),
+            (self.epochs > 0 or self.max_steps > 0, "need --epochs > 0 or --max_steps > 0"),
+            (self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"--grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.cutoff >= 8, f"--cutoff must be >= 8, got {self.cutoff}"),
+            (self.warmup >= 0 and (self.warmup < 1 or float(self.warmup).is_integer()),
+             f"--warmup: a fraction < 1 or a number of steps, got {self.warmup}"),
+            (self.save_steps >= 1, f"--save_steps must be >= 1, got {self.save_steps}"),
+            (self.logging_steps >= 1, f"--logging_steps must be >= 1, got {self.logging_steps}"),
+        ]  # fmt: skip
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg)
+        known = [t.value for t in SchedulerType]
+        if self.scheduler not in known:
+            raise UserError(f"unknown --scheduler '{self.scheduler}' (one of: {', '.join(known)})")
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The matching ``transformers.TrainingArguments`` fields (shared by trl's SFTConfig and DPOConfig)."""
+        return {
+            "num_train_epochs": self.epochs,
+            "max_steps": self.max_steps,
+            "per_device_train_batch_size": self.batch_size,
+            "per_device_eval_batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.grad_accum,
+            "learning_rate": self.learning_rate,
+            "lr_scheduler_type": self.scheduler,
+            "warmup_steps": int(self.warmup) if self.warmup >= 1 else self.warmup,
+            "weight_decay": self.weight_decay,
+            "max_length": self.cutoff,
+            "logging_steps": self.logging_steps,
+            "logging_first_step": True,
+            "save_strategy": "steps",
+            "save_steps": self.save_steps,
+            "save_total_limit": self.save_total_limit,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "seed": self.seed,
+            "data_seed": self.seed,
+        }
+
+
+@dataclass
+class RunArgs:
+    """Where a training run executes and what it does with a previous run in --out.
+
+    Attributes:
+        dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16 or float16.
+        device: auto, cpu or cuda.
+        resume: resume from the last complete checkpoint in OUT/checkpoints if there is one.
+        overwrite: delete a previous run (adapter, checkpoints, log) in OUT and start over.
+        keep_checkpoints: keep OUT/checkpoints after a successful run (deleted by default).
+        trust_remote_code: allow model code from the hub (off by default).
+        progress: bar shows a progress bar; none prints log lines only.
+    """
+
+    dtype: str = "auto"
+    device: str = "auto"
+    resume: bool = True
+    overwrite: bool = False
+    keep_checkpoints: bool = False
+    trust_remote_code: bool = False
+    progress: Literal["bar", "none"] = "bar"
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -249,8 +353,9 @@ def flat_options(**groups: Any) -> Callable[[F], F]:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if args:
-                raise TypeError(f"{fn.__name__} takes keyword arguments only")
+            if len(args) > len(own):
+                raise TypeError(f"{fn.__name__} takes {len(own)} positional arguments at most")
+            kwargs.update(zip([p.name for p in own], args, strict=False))
             built: dict[str, Any] = {}
             for gname, inst in defaults.items():
                 given = kwargs.get(gname)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenskip.data.datasets import load_records
+from tokenskip.data.inputs import read_rows
 from tokenskip.data.jsonl import OnError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tokenskip.data.prompts import (
     PromptPreset,
@@ -36,6 +37,7 @@ from tokenskip.data.prompts import (
 )
 from tokenskip.errors import UserError
 from tokenskip.models import DEFAULT_MODEL, sha256_file
+from tokenskip.training.tell import Shuffle, general_count, mix, pick_general, resolve_anchor, tell_summary
 
 SFT_FILE = "sft.jsonl"
 INFO_FILE = "sft_info.json"
@@ -52,6 +54,7 @@ class Example:
     answer: str
     cot: str
     compressed: dict[float, str]
+    output: str | None = None  # a thinking model's whole original output (thinking presets)
 
 
 def resolve_sft_preset(
@@ -72,24 +75,54 @@ def draw_ratios(ids: list[str], available: dict[str, list[float]], seed: int) ->
 
 
 def sft_row(example: Example, ratio: float, preset: PromptPreset) -> dict[str, Any]:
-    """The training row for one example at γ (``preset.delimiter`` must be set, see resolve_sft_preset)."""
+    """The training row for one example at γ (``preset.delimiter`` must be set, see resolve_sft_preset).
+
+    The user message (anchor, instruction, question, ``<delim>γ<delim>``) is split the LLaMA-Factory way:
+    ``input`` = the question and marker, ``instruction`` = what comes before it. The output is the CoT and
+    the answer sentence, or for a thinking preset the original output with its thinking replaced
+    (:func:`thinking_target`).
+    """
     cot = example.cot if ratio >= 1.0 else example.compressed[ratio]
     message = user_message(example.question, ratio, preset, preset.delimiter)
-    if preset.instruction:
-        prefix = preset.instruction + "\n"
-        assert message.startswith(prefix)
-        instruction, input_text = preset.instruction, message[len(prefix) :]
+    bare = dataclasses.replace(preset, anchor=None, instruction="")
+    input_text = user_message(example.question, ratio, bare, preset.delimiter)
+    head = message[: len(message) - len(input_text)]
+    assert message.endswith(input_text) and (not head or head.endswith("\n"))
+    if preset.think_close:
+        if example.output is None:
+            raise UserError(f"example {example.id}: a thinking preset needs the record's original 'output'")
+        output = example.output if ratio >= 1.0 else thinking_target(example.output, cot, preset)
     else:
-        instruction, input_text = "", message
+        output = format_target(cot, example.answer, preset)
     return {
         "id": example.id,
         "ratio": ratio,
         "question": example.question,
         "answer": example.answer,
-        "instruction": instruction,
+        "instruction": head[:-1],
         "input": input_text,
-        "output": format_target(cot, example.answer, preset),
+        "output": output,
     }
+
+
+def thinking_target(output: str, thinking: str, preset: PromptPreset) -> str:
+    """A thinking model's ``output`` with its thinking replaced by ``thinking`` (a compressed one).
+
+    Kept from the original: the text before the thinking (the open tag when the output has it: a chat
+    template whose generation prompt opens the block leaves it out), the whitespace around the thinking,
+    the close tag and everything after it, byte for byte.
+    """
+    assert preset.think_close
+    head, closed, after = output.partition(preset.think_close)
+    if not closed:
+        raise ValueError(f"the thinking never closes ({preset.think_close!r} missing)")
+    lead, inner = "", head
+    if preset.think_open and head.lstrip().startswith(preset.think_open):
+        cut = head.index(preset.think_open) + len(preset.think_open)
+        lead, inner = head[:cut], head[cut:]
+    before = inner[: len(inner) - len(inner.lstrip())]
+    end = inner[len(inner.rstrip()) :]
+    return lead + before + thinking.strip() + end + preset.think_close + after
 
 
 def user_text(row: dict[str, Any]) -> str:
@@ -133,16 +166,30 @@ def read_compressed_dir(
 
 
 def load_examples(
-    original: str, compressed: dict[float, dict[str, dict[str, Any]]], on_error: OnError = "raise"
+    original: str,
+    compressed: dict[float, dict[str, dict[str, Any]]],
+    on_error: OnError = "raise",
+    preset: PromptPreset | None = None,
 ) -> tuple[list[Example], Counter]:
-    """Join the original CoTs with their compressed versions by id."""
+    """Join the original CoTs with their compressed versions by id.
+
+    For a thinking preset each example also carries the record's whole ``output`` (the text after the
+    thinking is trained verbatim); a record whose thinking never closed has no answer to keep and is left
+    out (counted as ``unclosed_thinking``).
+    """
     records, stats = load_records(original, on_error=on_error, require_cot=True)
     for msg in stats.skipped:
         print(f"tokenskip: skipped {msg}")
+    close = preset.think_close if preset is not None else None
+    outputs = _outputs(original) if close else {}
     counts: Counter = Counter()
     examples = []
     for rec in records:  # load_records(require_cot=True): every record has a non-blank cot
         assert rec.cot is not None
+        output = outputs.get(rec.id)
+        if close and (output is None or close not in output):
+            counts["unclosed_thinking" if output is not None else "no_output"] += 1
+            continue
         comp = {}
         for ratio, rows in compressed.items():
             row = rows.get(rec.id)
@@ -152,13 +199,24 @@ def load_examples(
                 counts[f"empty_{format_ratio(ratio)}"] += 1
             else:
                 comp[ratio] = row["compressed_cot"]
-        examples.append(Example(rec.id, rec.question, rec.answer, rec.cot, comp))
+        examples.append(Example(rec.id, rec.question, rec.answer, rec.cot, comp, output))
     known = {e.id for e in examples}
     for ratio, rows in compressed.items():
         extra = len(set(rows) - known)
         if extra:
             counts[f"unmatched_{format_ratio(ratio)}"] += extra
     return examples, counts
+
+
+def _outputs(original: str) -> dict[str, str]:
+    """``id -> output`` of a records file (``tokenskip generate``'s ``output`` field)."""
+    path = Path(original)
+    if not path.is_file():
+        raise UserError(
+            f"--original {original}: a thinking preset needs a records file with an 'output' field"
+        )
+    return {str(row["id"]): row["output"] for _, row in read_rows(path, "skip")
+            if row.get("id") not in (None, "") and isinstance(row.get("output"), str)}  # fmt: skip
 
 
 def build_mixture(
@@ -200,6 +258,10 @@ def build_sft(
     every_ratio: bool = False,
     alpaca: bool = False,
     on_error: OnError = "raise",
+    general: str = "gsm8k",
+    general_ratio: float = 0.0,
+    anchor_prompt: str | None = None,
+    shuffle: Shuffle = "extensive",
 ) -> dict[str, Any]:
     """Build TokenSkip's SFT mixture of original and compressed CoTs.
 
@@ -222,6 +284,16 @@ def build_sft(
             TokenSkip's one drawn γ per example; for small data budgets (the controllability benchmark).
         alpaca: also write LLaMA-Factory's alpaca JSON and a dataset_info.json entry for it.
         on_error: ``raise`` on a malformed row, or ``skip`` it (and report the count).
+        general: TELL's general data (used when --general_ratio > 0): plain question -> CoT + answer
+            examples without ratio marker or anchor. ``gsm8k`` (default: GSM8K train's uncompressed
+            reference CoTs, offline from $TOKENSKIP_DATA_DIR), ``sample``, a question/cot/answer,
+            alpaca or sharegpt .jsonl/.json file, or a hub dataset id. Questions of the task are left out.
+        general_ratio: TELL's K: general examples per task example (0: no general data, TokenSkip's mixture).
+        anchor_prompt: TELL's anchor, put before every task prompt and no general one, and recorded in the
+            preset (infer/serve/bench apply it): ``default`` (a fixed instruction, see docs/training.md),
+            your text, or ``none``. Unset: ``default`` when --general_ratio > 0, else none.
+        shuffle: TELL's order (train keeps it): ``extensive`` (task examples spread uniformly, seeded) or
+            ``blocked`` (the general examples, then the task examples as one block).
     """
     p = get_preset(preset)
     comp = read_compressed_dir(compressed, on_error=on_error)
@@ -231,27 +303,43 @@ def build_sft(
             found = ", ".join(format_ratio(r) for r in sorted(comp))
             raise UserError(f"--ratios {missing}: not in {compressed} (found: {found})")
     # every input row is checked before the tokenizer loads
-    examples, counts = load_examples(original, comp, on_error=on_error)
+    examples, counts = load_examples(original, comp, on_error=on_error, preset=p)
     if not examples:
         raise UserError(f"{original}: no usable examples")
+    pool = []
+    if general_ratio != 0:
+        from tokenskip.training.general import load_general
+
+        general_count(1, general_ratio)  # a negative K is an error before anything loads
+        pool = load_general(general, p, split="train", on_error=on_error)
     eos = None
     if delimiter is None and p.delimiter is None:
         from tokenskip.models import load_tokenizer
 
         eos = load_tokenizer(model).eos_token
-    resolved = resolve_sft_preset(p, delimiter, eos)
+    anchor = resolve_anchor(
+        anchor_prompt if anchor_prompt is not None else "default" if general_ratio > 0 else None
+    )
+    resolved = dataclasses.replace(resolve_sft_preset(p, delimiter, eos), anchor=anchor)
     rows = build_mixture(examples, resolved, seed=seed, ratios=ratios, every_ratio=every_ratio)
+    task_rows, tell = len(rows), None
+    if general_ratio > 0:
+        extra = pick_general(pool, general_count(len(rows), general_ratio), {e.question.strip() for e in examples},
+                             seed)  # fmt: skip
+        rows = mix(rows, extra, shuffle, seed)
+        tell = tell_summary(task_rows, len(extra), general_ratio, shuffle, anchor, general)
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = write_jsonl_atomic(out_dir / SFT_FILE, rows)
-    per_ratio = Counter(format_ratio(r["ratio"]) for r in rows)
+    per_ratio = Counter(format_ratio(r["ratio"]) for r in rows if r["ratio"] is not None)
     used = sorted({1.0, *(check_ratio(r) for r in ratios)} if ratios else {1.0, *comp}, reverse=True)
     info = {
         "examples": n,
         "ratios": used,
         "per_ratio": dict(sorted(per_ratio.items(), reverse=True)),
         "preset": p.name,
+        "preset_fields": resolved.to_dict(),
         "delimiter": resolved.delimiter,
         "delimiter_source": "option"
         if delimiter is not None
@@ -264,6 +352,7 @@ def build_sft(
         "answer_template": resolved.answer_template,
         "seed": seed,
         "mixture": "every_ratio" if every_ratio else "one_drawn_ratio",
+        "tell": tell,
         "original": {"path": str(original), "sha256": sha256_file(original)},
         "compressed": str(compressed),
         "issues": dict(counts),
@@ -274,8 +363,12 @@ def build_sft(
         write_json_atomic(out_dir / "dataset_info.json", {name: {"file_name": ALPACA_FILE}})
         info["alpaca"] = {"file": ALPACA_FILE, "llamafactory_dataset": name}
     write_json_atomic(out_dir / INFO_FILE, info)
-    mix = ", ".join(f"γ={k}: {v}" for k, v in info["per_ratio"].items())
-    print(f"tokenskip: wrote {n} examples to {out_dir / SFT_FILE} ({mix}); delimiter {resolved.delimiter!r}")
+    counts_text = ", ".join(f"γ={k}: {v}" for k, v in info["per_ratio"].items())
+    if tell:
+        counts_text += f", general: {tell['general_examples']} ({shuffle})"
+    print(
+        f"tokenskip: wrote {n} examples to {out_dir / SFT_FILE} ({counts_text}); delimiter {resolved.delimiter!r}"
+    )
     if counts:
         print("tokenskip: notes: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return info
@@ -300,7 +393,10 @@ def read_sft_info(folder: str | Path) -> dict[str, Any]:
 
 
 def preset_from_info(info: dict[str, Any]) -> PromptPreset:
-    """The exact prompt preset a build-sft folder was written with."""
+    """The exact prompt preset a build-sft folder was written with (every field, TELL's anchor and the think
+    tags included; folders written before ``preset_fields`` existed: the named preset and the recorded fields)."""
+    if isinstance(info.get("preset_fields"), dict):
+        return PromptPreset.from_dict(info["preset_fields"])
     return dataclasses.replace(
         get_preset(info["preset"]),
         delimiter=info["delimiter"],

@@ -1,47 +1,39 @@
-"""``tokenskip train``: LoRA fine-tuning on a build-sft mixture, loss on the completion only.
+"""``tokenskip train``: LoRA fine-tuning on a build-sft mixture with trl's ``SFTTrainer``, loss on the completion only.
 
-A thin layer over ``transformers.Trainer`` + ``peft``:
-
-1. every row becomes ``prompt = format_prompt(tokenizer, question, γ, preset)`` (the chat template, exactly
-   what inference sends) and ``completion = output + EOS``; prompt and completion are tokenized separately
-   (as at inference, where generation starts right after the prompt's tokens) and the prompt's labels are
-   -100, so the loss covers the completion only;
+1. every row becomes a prompt-completion example: ``prompt`` = the chat template applied to the row's user
+   message (for TokenSkip rows exactly ``format_prompt(tokenizer, question, γ, preset)``, what inference
+   sends, TELL's anchor included), ``completion`` = ``output`` (trl appends EOS); trl's
+   ``completion_only_loss`` masks the prompt;
 2. LoRA (TokenSkip's defaults: rank 8, alpha 16, every linear layer, lr 5e-5, 3 epochs, cosine, warmup 0.1,
-   cutoff 2048) in bf16 on GPU and fp32 on CPU;
+   cutoff 2048) in bf16 on GPU and fp32 on CPU; the LM head runs only from the first completion position of
+   each batch on (:class:`CompletionLogitsSFTTrainer`): the same loss, less work;
 3. checkpoints every ``--save_steps`` in ``OUT/checkpoints``; re-running the same command resumes from the
    last complete checkpoint; losses go to ``OUT/train_log.jsonl``;
 4. the adapter (``adapter_model.safetensors``), a model card (``README.md``) and ``tokenskip_adapter.json``
-   (base model, preset, delimiter, ratios, data) are written into ``OUT`` last, so a folder holding
-   ``tokenskip_adapter.json`` is a finished run.
+   (base model, the whole preset -- delimiter, anchor, think tags --, ratios, data) are written into ``OUT``
+   last, so a folder holding ``tokenskip_adapter.json`` is a finished run.
 
-Several GPUs: ``accelerate launch -m tokenskip.cli train ...`` or ``torchrun --nproc-per-node N -m
-tokenskip.cli train ...`` (data parallel; ``--batch_size`` is per device).
+Model loading, LoRA, resuming and saving are :func:`tokenskip.training.lora_run.run_lora`, shared with TALE-PT.
+A TELL mixture (``build-sft --general``) is trained in its file order, which build-sft shuffled (seeded) or
+kept blocked. Several GPUs: ``accelerate launch -m tokenskip.cli train ...`` or ``torchrun --nproc-per-node N
+-m tokenskip.cli train ...`` (data parallel; ``--batch_size`` is per device).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from tokenskip.args import LoRAArgs, OptimArgs, RunArgs, flat_options
 from tokenskip.data.adapters import ADAPTER_INFO
-from tokenskip.data.jsonl import read_jsonl, write_json_atomic
-from tokenskip.data.prompts import PromptPreset, format_prompt, format_ratio, user_message
+from tokenskip.data.jsonl import read_jsonl
+from tokenskip.data.prompts import PromptPreset, format_ratio, render_chat, user_message
 from tokenskip.errors import UserError
 from tokenskip.models import DEFAULT_MODEL, sha256_file
-from tokenskip.training.runs import (
-    CHECKPOINTS,
-    LOG_FILE,
-    jsonl_log_callback,
-    last_complete_checkpoint,
-    last_logged,
-    lora_config,
-    prepare_out,
-)
+from tokenskip.training.lora_run import Setup, run_lora, settings_of
 from tokenskip.training.sft import SFT_FILE, preset_from_info, read_sft_info, user_text
 
 IGNORE_INDEX = -100
@@ -67,23 +59,7 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Pure pieces: tokenization, split, collation, checkpoint discovery
-
-
-def tokenize_example(
-    tokenizer: Any, prompt: str, completion: str, cutoff: int
-) -> dict[str, list[int]] | None:
-    """Token ids and labels for one example; the prompt is masked with -100 and EOS ends the completion.
-
-    The completion is cut so the whole sequence fits ``cutoff`` tokens; returns ``None`` when the prompt
-    alone does not fit.
-    """
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if len(p) >= cutoff:
-        return None
-    c = c[: cutoff - len(p)]
-    return {"input_ids": p + c, "labels": [IGNORE_INDEX] * len(p) + c}
+# Pure pieces: split, completion start, sampling, rows
 
 
 def split_eval(n: int, eval_size: float, seed: int) -> tuple[list[int], list[int]]:
@@ -96,24 +72,6 @@ def split_eval(n: int, eval_size: float, seed: int) -> tuple[list[int], list[int
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return sorted(order[k:]), sorted(order[:k])
-
-
-def collate(features: list[dict[str, list[int]]], pad_token_id: int) -> dict[str, Any]:
-    """Right-pad a batch: input_ids with the pad token, labels with -100, attention_mask 0 on padding."""
-    import torch
-
-    width = max(len(f["input_ids"]) for f in features)
-    ids, labels, mask = [], [], []
-    for f in features:
-        pad = width - len(f["input_ids"])
-        ids.append(f["input_ids"] + [pad_token_id] * pad)
-        labels.append(f["labels"] + [IGNORE_INDEX] * pad)
-        mask.append([1] * len(f["input_ids"]) + [0] * pad)
-    return {
-        "input_ids": torch.tensor(ids),
-        "labels": torch.tensor(labels),
-        "attention_mask": torch.tensor(mask),
-    }
 
 
 def completion_start(labels: Any) -> int:
@@ -132,70 +90,79 @@ def completion_start(labels: Any) -> int:
     return max(int(first.min()) - 1, 0)
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _completion_logits_trainer(trainer_cls: type) -> type:
-    """``Trainer`` that runs the LM head only from :func:`completion_start` on: the same loss, less work.
+def completion_logits_trainer(trainer_cls: type) -> type:
+    """A trainer whose loss runs the LM head only from :func:`completion_start` on: the same loss, less work.
 
     The model's own loss shifts the labels by one, so slicing ``labels`` and the kept positions at the same
-    index keeps every (logit, next token) pair; ``num_items_in_batch`` counts the same target tokens.
+    index keeps every (logit, next token) pair; ``num_items_in_batch`` counts the same target tokens. (trl's
+    fused LM head scores every position on CPU; models without ``logits_to_keep`` keep trl's loss.)
     """
-    import torch
+    import inspect
 
-    class CompletionLogitsTrainer(trainer_cls):  # type: ignore[misc, valid-type]
+    import torch
+    from transformers import Trainer
+
+    class CompletionLogitsSFTTrainer(trainer_cls):  # type: ignore[misc, valid-type]
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.get("labels")
-            if labels is not None and (first := completion_start(labels)) > 0:
-                keep = torch.arange(first, labels.shape[1], device=labels.device)
-                inputs = {**inputs, "labels": labels[:, first:], "logits_to_keep": keep}
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inner = self.accelerator.unwrap_model(model)
+            inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
+            if labels is None or "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            first = completion_start(labels)
+            keep = torch.arange(first, labels.shape[1], device=labels.device)
+            inputs = {**inputs, "labels": labels[:, first:], "logits_to_keep": keep, "use_cache": False}
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
-    return CompletionLogitsTrainer
+    return CompletionLogitsSFTTrainer
 
 
-def _sampling_args(args_cls: type, group_by_length: bool) -> dict[str, Any]:
-    """``group_by_length`` across transformers versions (a strategy string in 5.x, a flag before)."""
-    if not group_by_length:
-        return {}
+def _sampling_args(args_cls: type, group_by_length: bool, ordered: bool = False) -> dict[str, Any]:
+    """``group_by_length`` across transformers versions (a strategy string in 5.x, a flag before); ``ordered``:
+    keep the file's order (a TELL mixture) unless batches are grouped by length."""
     fields = getattr(args_cls, "__dataclass_fields__", {})
+    if not group_by_length:
+        return (
+            {"train_sampling_strategy": "sequential"}
+            if ordered and "train_sampling_strategy" in fields
+            else {}
+        )
     if "train_sampling_strategy" in fields:
         return {"train_sampling_strategy": "group_by_length"}
     return {"group_by_length": True}
 
 
-def _data_rows(data_dir: Path, info: dict[str, Any], preset: PromptPreset) -> list[dict[str, Any]]:
+def check_row(row: dict[str, Any], preset: PromptPreset) -> None:
+    """Raise ValueError when a build-sft row does not match its folder's preset (or has no output)."""
+    if row.get("kind", "task") == "general":  # TELL's general data: any user message, no ratio
+        if not isinstance(row.get("instruction"), str) or not isinstance(row.get("input"), str):
+            raise ValueError("general row needs string instruction/input")
+    else:
+        expected = user_message(row["question"], float(row["ratio"]), preset, preset.delimiter)
+        if user_text(row) != expected:
+            raise ValueError("instruction/input do not match the folder's preset and delimiter")
+    if not isinstance(row["output"], str) or not row["output"].strip():
+        raise ValueError("empty output")
+
+
+def prompt_of(tokenizer: Any, row: dict[str, Any], preset: PromptPreset) -> str:
+    """The chat prompt of a row: its user message (with the preset's system prompt) and the generation prompt;
+    for a task row exactly ``format_prompt(tokenizer, question, γ, preset)``."""
+    system = [{"role": "system", "content": preset.system}] if preset.system is not None else []
+    return render_chat(tokenizer, [*system, {"role": "user", "content": user_text(row)}], preset)
+
+
+def _data_rows(data_dir: Path, preset: PromptPreset) -> list[dict[str, Any]]:
     rows = []
     for lineno, row in read_jsonl(data_dir / SFT_FILE):
         try:
-            ratio = float(row["ratio"])
-            expected = user_message(row["question"], ratio, preset, preset.delimiter)
-            if user_text(row) != expected:
-                raise ValueError("instruction/input do not match the folder's preset and delimiter")
-            if not isinstance(row["output"], str) or not row["output"].strip():
-                raise ValueError("empty output")
+            check_row(row, preset)
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{data_dir / SFT_FILE}:{lineno}: bad training row ({e})") from None
         rows.append(row)
     if not rows:
         raise UserError(f"{data_dir / SFT_FILE}: no training rows")
     return rows
-
-
-class _Rows:
-    """A list of tokenized examples as a torch-style Dataset."""
-
-    def __init__(self, items: list[dict[str, list[int]]]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return self.items[i]
 
 
 def model_card(meta: dict[str, Any]) -> str:
@@ -219,6 +186,12 @@ def model_card(meta: dict[str, Any]) -> str:
         "(the prompt ends with `<delim>γ<delim>` for γ < 1)",
         f"- **System prompt**: {json.dumps(meta['preset']['system'])}",
         f"- **Instruction**: {json.dumps(meta['preset']['instruction'])}",
+        *(
+            [f"- **TELL anchor** (before every task prompt): {json.dumps(meta['preset']['anchor'])}"]
+            if meta["preset"].get("anchor")
+            else []
+        ),
+        *([f"- **TELL mixture**: {json.dumps(meta['data']['tell'])}"] if meta["data"].get("tell") else []),
         f"- **Data**: `{meta['data']['path']}` ({meta['data']['train_examples']} train / "
         f"{meta['data']['eval_examples']} eval examples; original `{meta['data'].get('original')}`; "
         f"compressed `{meta['data'].get('compressed')}`; sha256 of sft.jsonl `{meta['data']['sha256'][:16]}…`)",
@@ -251,39 +224,22 @@ def model_card(meta: dict[str, Any]) -> str:
 # The workflow
 
 
+@flat_options(
+    lora=LoRAArgs(lora_dropout=0.0),
+    optim=OptimArgs(),
+    run=RunArgs(),
+)
 def train(
     data: str,
     out: str,
+    lora: LoRAArgs,
+    optim: OptimArgs,
+    run: RunArgs,
     model: str = DEFAULT_MODEL,
-    lora_rank: int = 8,
-    lora_alpha: int = 16,
-    lora_dropout: float = 0.0,
-    target_modules: str = "all-linear",
-    learning_rate: float = 5e-5,
-    epochs: float = 3.0,
-    max_steps: int = -1,
-    batch_size: int = 4,
-    grad_accum: int = 4,
-    scheduler: str = "cosine",
-    warmup: float = 0.1,
-    weight_decay: float = 0.0,
-    cutoff: int = 2048,
     eval_size: float = 0.05,
-    save_steps: int = 100,
-    save_total_limit: int = 2,
-    logging_steps: int = 10,
-    seed: int = 42,
-    dtype: str = "auto",
-    device: str = "auto",
-    gradient_checkpointing: bool = False,
     group_by_length: bool = False,
-    resume: bool = True,
-    overwrite: bool = False,
-    keep_checkpoints: bool = False,
-    trust_remote_code: bool = False,
-    progress: Literal["bar", "none"] = "bar",
 ) -> TrainResult:
-    """LoRA fine-tuning on a build-sft folder (loss on the completion only), resumable.
+    """LoRA fine-tuning on a build-sft folder (trl SFTTrainer, loss on the completion only), resumable.
 
     Writes into OUT: ``adapter_model.safetensors`` + ``adapter_config.json`` (peft), ``README.md`` (model
     card), ``tokenskip_adapter.json`` (base model, preset, delimiter, ratios, data, losses),
@@ -295,257 +251,91 @@ def train(
         data: output folder of ``tokenskip build-sft``.
         out: output folder for the adapter.
         model: base model (alias, Hugging Face id or local folder).
-        lora_rank: LoRA rank r.
-        lora_alpha: LoRA alpha.
-        lora_dropout: dropout on the LoRA input.
-        target_modules: modules to adapt: ``all-linear`` or a comma-separated list (``q_proj,v_proj``).
-        learning_rate: peak learning rate.
-        epochs: training epochs.
-        max_steps: stop after this many optimizer steps (overrides --epochs when > 0).
-        batch_size: examples per device per forward pass.
-        grad_accum: gradient accumulation steps (effective batch = batch_size x grad_accum x devices).
-        scheduler: learning-rate schedule (``cosine``, ``linear``, ``constant``, ``constant_with_warmup``).
-        warmup: warmup as a fraction of the steps (< 1) or a number of steps (>= 1).
-        weight_decay: AdamW weight decay.
-        cutoff: maximum tokens per example (prompt + completion); longer completions are cut.
         eval_size: held-out examples for the eval loss: a fraction (< 1) or a count (>= 1); 0 disables.
-        save_steps: write a checkpoint every N optimizer steps.
-        save_total_limit: keep at most N checkpoints.
-        logging_steps: log the loss every N steps.
-        seed: seed for LoRA init, data order and the eval split.
-        dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        gradient_checkpointing: recompute activations in backward (less memory, slower).
         group_by_length: batch examples of similar length together (less padding, faster; the order is
             still shuffled, in groups).
-        resume: resume from the last complete checkpoint in OUT/checkpoints if there is one.
-        overwrite: delete a previous run (adapter, checkpoints, log) in OUT and start over.
-        keep_checkpoints: keep OUT/checkpoints after a successful run (deleted by default).
-        trust_remote_code: allow model code from the hub (off by default).
-        progress: ``bar`` shows a progress bar; ``none`` prints log lines only.
     """
     data_dir = Path(data)
     info = read_sft_info(data_dir)
     data_dir = data_dir.parent if data_dir.is_file() else data_dir
     preset = preset_from_info(info)
-    _check_args(
-        lora_rank, learning_rate, epochs, max_steps, batch_size, grad_accum, cutoff, warmup, save_steps
-    )
-    out_dir = Path(out)
-    settings = {
-        "data": str(data_dir), "data_sha256": sha256_file(data_dir / SFT_FILE), "model": model,
-        "lora_rank": lora_rank, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
-        "target_modules": target_modules, "learning_rate": learning_rate, "epochs": epochs,
-        "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "scheduler": scheduler,
-        "warmup": warmup, "weight_decay": weight_decay, "cutoff": cutoff, "eval_size": eval_size, "seed": seed,
-        "dtype": dtype, "save_steps": save_steps, "group_by_length": group_by_length,
-    }  # fmt: skip
-    if int(os.environ.get("RANK", "0")) == 0:
-        resume_from = prepare_out(
-            out_dir,
-            settings,
-            resume=resume,
-            overwrite=overwrite,
-            adapter_info=ADAPTER_INFO,
-            compare=_RUN_KEYS,
-        )
-    else:  # other data-parallel ranks only read what rank 0 prepares
-        resume_from = last_complete_checkpoint(out_dir / CHECKPOINTS) if resume and not overwrite else None
+    settings = {"data": str(data_dir), "data_sha256": sha256_file(data_dir / SFT_FILE), "model": model,
+                **settings_of(lora, optim, run), "eval_size": eval_size, "group_by_length": group_by_length}  # fmt: skip
+    ordered = bool(info.get("tell"))
 
-    import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, SchedulerType, Trainer, TrainingArguments, set_seed
+    def build_data(tok: Any) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        if info.get("delimiter_source") == "eos" and tok.eos_token != preset.delimiter:
+            raise UserError(
+                f"--data was built with delimiter {preset.delimiter!r} (EOS of '{info.get('model')}') but "
+                f"--model {model} has EOS {tok.eos_token!r}: rebuild with `build-sft --model {model}` "
+                "or pass --delimiter explicitly"
+            )
+        if tok.eos_token_id is None:
+            raise UserError(f"--model {model}: the tokenizer has no EOS token to end completions with")
+        rows = _data_rows(data_dir, preset)
+        train_idx, eval_idx = split_eval(len(rows), eval_size, optim.seed)
+        examples: list[dict[str, str] | None] = []
+        for row in rows:
+            prompt = prompt_of(tok, row, preset)
+            fits = len(tok(prompt, add_special_tokens=False)["input_ids"]) < optim.cutoff
+            examples.append({"prompt": prompt, "completion": row["output"]} if fits else None)
+        dropped = sum(e is None for e in examples)
+        if dropped:
+            print(f"tokenskip: skipped {dropped} examples whose prompt alone exceeds --cutoff {optim.cutoff}")
+        train_set = [e for i in train_idx if (e := examples[i]) is not None]
+        if not train_set:
+            raise UserError(f"no training examples fit --cutoff {optim.cutoff}")
+        return train_set, [e for i in eval_idx if (e := examples[i]) is not None]
 
-    from tokenskip.models import load_tokenizer, resolve_device, resolve_dtype, resolve_model
+    def build_trainer(sets: tuple[list, list], setup: Setup) -> Any:
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
 
-    try:
-        SchedulerType(scheduler)
-    except ValueError:
-        known = ", ".join(t.value for t in SchedulerType)
-        raise UserError(f"unknown --scheduler '{scheduler}' (one of: {known})") from None
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
-    lora = lora_config(lora_rank, lora_alpha, lora_dropout, target_modules)
-    tok = load_tokenizer(model, trust_remote_code=trust_remote_code)
-    if info.get("delimiter_source") == "eos" and tok.eos_token != preset.delimiter:
-        raise UserError(
-            f"--data was built with delimiter {preset.delimiter!r} (EOS of '{info.get('model')}') but "
-            f"--model {model} has EOS {tok.eos_token!r}: rebuild with `build-sft --model {model}` "
-            "or pass --delimiter explicitly"
-        )
+        train_set, eval_set = sets
+        config = SFTConfig(
+            **setup.config, completion_only_loss=True, prediction_loss_only=True,
+            eval_strategy="steps" if eval_set else "no", eval_steps=optim.save_steps,
+            **_sampling_args(SFTConfig, group_by_length, ordered),
+        )  # fmt: skip
+        return completion_logits_trainer(SFTTrainer)(
+            args=config, train_dataset=Dataset.from_list(train_set),
+            eval_dataset=Dataset.from_list(eval_set) if eval_set else None, **setup.common,
+        )  # fmt: skip
 
-    if tok.eos_token_id is None:
-        raise UserError(f"--model {model}: the tokenizer has no EOS token to end completions with")
-
-    # 1. data: the exact inference prompt, completion = output + EOS, prompt masked
-    rows = _data_rows(data_dir, info, preset)
-    train_idx, eval_idx = split_eval(len(rows), eval_size, seed)
-    examples, dropped = [], 0
-    for row in rows:
-        ratio = float(row["ratio"])
-        prompt = format_prompt(tok, row["question"], ratio if ratio < 1.0 else None, preset)
-        ex = tokenize_example(tok, prompt, row["output"], cutoff)
-        dropped += ex is None
-        examples.append(ex)
-    train_set = _Rows([examples[i] for i in train_idx if examples[i] is not None])
-    eval_set = _Rows([examples[i] for i in eval_idx if examples[i] is not None])
-    if dropped:
-        print(f"tokenskip: skipped {dropped} examples whose prompt alone exceeds --cutoff {cutoff}")
-    if not len(train_set):
-        raise UserError(f"no training examples fit --cutoff {cutoff}")
-    cut = sum(1 for e in examples if e is not None and e["input_ids"][-1] != tok.eos_token_id)
-    if cut:
-        print(f"tokenskip: {cut} completions were cut at --cutoff {cutoff}")
-
-    # 2. model + LoRA
-    set_seed(seed)
-    try:
-        base = AutoModelForCausalLM.from_pretrained(
-            resolve_model(model), dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
-    except OSError as e:
-        raise UserError(f"could not load model '{model}': {str(e).splitlines()[0][:300]}") from None
-    if gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base.enable_input_require_grads()
-    try:
-        peft_model = get_peft_model(base, lora)
-    except ValueError as e:
-        raise UserError(f"--target_modules {target_modules}: {str(e).splitlines()[0][:200]}") from None
-    trainable, total = peft_model.get_nb_trainable_parameters()
-
-    # 3. Trainer
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    args = TrainingArguments(
-        output_dir=str(out_dir / CHECKPOINTS),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=learning_rate,
-        lr_scheduler_type=scheduler,
-        warmup_steps=int(warmup) if warmup >= 1 else warmup,
-        weight_decay=weight_decay,
-        logging_steps=logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        eval_strategy="steps" if len(eval_set) else "no",
-        eval_steps=save_steps,
-        bf16=torch_dtype == torch.bfloat16,
-        fp16=torch_dtype == torch.float16,
-        use_cpu=dev == "cpu",
-        seed=seed,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=progress == "none",
-        ddp_find_unused_parameters=False if world_size > 1 else None,
-        dataloader_num_workers=0,
-        prediction_loss_only=True,
-        **_sampling_args(TrainingArguments, group_by_length),
-    )
-    log_path = out_dir / LOG_FILE
-    trainer_cls = _completion_logits_trainer(Trainer) if _accepts_logits_to_keep(base) else Trainer
-    trainer = trainer_cls(
-        model=peft_model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set if len(eval_set) else None,
-        data_collator=lambda feats: collate(feats, tok.pad_token_id),
-        callbacks=[jsonl_log_callback(log_path)],
-    )
-    main_process = trainer.is_world_process_zero()
-    if main_process:
-        state = f"resuming from {resume_from}" if resume_from else "starting"
-        print(
-            f"tokenskip: {state}: {len(train_set)} train / {len(eval_set)} eval examples, "
-            f"{trainable:,} trainable parameters ({100 * trainable / total:.3f}%), {dev}, {torch_dtype}",
-            flush=True,
-        )
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    eval_loss = None
-    if len(eval_set):
-        last = [r for r in trainer.state.log_history if "eval_loss" in r]
-        if last and last[-1].get("step") == trainer.state.global_step:
-            eval_loss = round(float(last[-1]["eval_loss"]), 4)
-        else:
-            eval_loss = round(float(trainer.evaluate()["eval_loss"]), 4)
-    train_loss = last_logged(trainer.state.log_history, "loss")
-
-    # 4. adapter + card, written last (tokenskip_adapter.json marks a finished run)
-    result = TrainResult(str(out_dir), trainer.state.global_step, train_loss, eval_loss,
-                         str(resume_from) if resume_from else None, model=peft_model.eval())  # fmt: skip
-    if main_process:
-        meta = {
-            "base_model": model,
-            "base_model_path": resolve_model(model),
+    def describe(tr: Any, sets: tuple[list, list], output: Any) -> dict[str, Any]:
+        eval_loss = None
+        if sets[1]:
+            last = [r for r in tr.state.log_history if "eval_loss" in r]
+            if last and last[-1].get("step") == tr.state.global_step:
+                eval_loss = round(float(last[-1]["eval_loss"]), 4)
+            else:
+                eval_loss = round(float(tr.evaluate()["eval_loss"]), 4)
+        eos = tr.processing_class.eos_token_id
+        cut = sum(1 for ids in tr.train_dataset["input_ids"] if ids[-1] != eos)
+        if cut and tr.is_world_process_zero():
+            print(f"tokenskip: {cut} completions were cut at --cutoff {optim.cutoff}")
+        return {
             "ratios": info["ratios"],
-            "preset": {
-                "name": preset.name,
-                "delimiter": preset.delimiter,
-                "system": preset.system,
-                "instruction": preset.instruction,
-                "answer_template": preset.answer_template,
-            },  # fmt: skip
+            "preset": preset.to_dict(),
             "data": {
                 "path": str(data_dir),
                 "sha256": settings["data_sha256"],
-                "train_examples": len(train_set),
-                "eval_examples": len(eval_set),
+                "train_examples": len(sets[0]),
+                "eval_examples": len(sets[1]),
                 "per_ratio": info.get("per_ratio"),
                 "original": (info.get("original") or {}).get("path"),
                 "compressed": info.get("compressed"),
+                "tell": info.get("tell"),
+                "cut_completions": cut,
             },  # fmt: skip
             "hyperparameters": {
                 k: v for k, v in settings.items() if k not in ("data", "data_sha256", "model")
             },
-            "trainable_parameters": trainable,
-            "trainable_percent": 100 * trainable / total,
-            "world_size": world_size,
-            "dtype": str(torch_dtype).replace("torch.", ""),
-            "global_step": trainer.state.global_step,
-            "train_loss": train_loss,
-            "mean_train_loss": round(float(output.training_loss), 4),
             "eval_loss": eval_loss,
         }
-        _save_adapter(trainer.model, out_dir, meta)
-        if not keep_checkpoints:
-            shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
-        print(f"tokenskip: adapter saved to {out_dir} (train loss {train_loss}, eval loss {eval_loss})")
-    return result
 
-
-def _check_args(
-    lora_rank: int, lr: float, epochs: float, max_steps: int, batch_size: int, grad_accum: int, cutoff: int,
-    warmup: float, save_steps: int,
-) -> None:  # fmt: skip
-    checks = [
-        (lora_rank >= 1, f"--lora_rank must be >= 1, got {lora_rank}"),
-        (lr > 0, f"--learning_rate must be > 0, got {lr}"),
-        (epochs > 0 or max_steps > 0, "need --epochs > 0 or --max_steps > 0"),
-        (batch_size >= 1, f"--batch_size must be >= 1, got {batch_size}"),
-        (grad_accum >= 1, f"--grad_accum must be >= 1, got {grad_accum}"),
-        (cutoff >= 8, f"--cutoff must be >= 8, got {cutoff}"),
-        (
-            warmup >= 0 and (warmup < 1 or float(warmup).is_integer()),
-            f"--warmup: a fraction < 1 or steps, got {warmup}",
-        ),
-        (save_steps >= 1, f"--save_steps must be >= 1, got {save_steps}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise UserError(msg)
-
-
-def _save_adapter(model: Any, out_dir: Path, meta: dict[str, Any]) -> None:
-    """Save adapter, card and metadata into a temp folder, then move them in (metadata last)."""
-    tmp = out_dir / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, out_dir / f.name)
-    write_json_atomic(out_dir / ADAPTER_INFO, meta)
-    shutil.rmtree(tmp, ignore_errors=True)
+    done = run_lora("TokenSkip", out, settings, model=model, lora=lora, optim=optim, run=run,
+                    info_name=ADAPTER_INFO, data=build_data, trainer=build_trainer, meta=describe,
+                    card=model_card, compare=_RUN_KEYS)  # fmt: skip
+    return TrainResult(done.out, done.global_step, done.train_loss, done.meta["eval_loss"], done.resumed_from,
+                       model=done.model)  # fmt: skip
