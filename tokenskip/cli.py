@@ -24,7 +24,7 @@ COMMANDS: dict[str, Any] = {
     "bench": "tokenskip.eval.bench:bench",
     "report": "tokenskip.eval.report:report",
     "infer": "tokenskip.workflows.generate:infer",
-    "serve": "tokenskip.inference.server:serve",
+    "serve": "tokenskip.serve.verb:serve",
     "build-sft": "tokenskip.training.sft:build_sft",
     "train": "tokenskip.training.train:train",
     "merge": "tokenskip.training.merge:merge",
