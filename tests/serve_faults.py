@@ -73,13 +73,15 @@ def wait_health(url: str, ok: callable, timeout: float = 60) -> dict:
     raise AssertionError(f"/health never satisfied the condition: {body}")
 
 
-def crowd(url: str, body: dict, clients: int = 64, drop_every: int = 4) -> list[tuple[int, bool]]:
+def crowd(
+    url: str, body: dict, clients: int = 64, drop_every: int = 4, timeout: float = 900
+) -> list[tuple[int, bool]]:
     """``clients`` concurrent streams; every ``drop_every``-th one disconnects after its first content event.
     Returns (status, finished with [DONE]) per client."""
 
     def one(i: int) -> tuple[int, bool]:
         drop = 1 if i % drop_every == 0 else None
-        status, events = stream(url, body, drop_after=drop)
+        status, events = stream(url, body, drop_after=drop, timeout=timeout)
         return status, bool(events) and events[-1] == "[DONE]"
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
