@@ -14,10 +14,10 @@ pytest.importorskip("uvicorn")
 
 from tokenskip.data.prompts import format_prompt
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
-from tokenskip.inference.server import BatchWorker, QueueFull, ServerConfig, build_chat_prompt, create_app
 from tokenskip.inference.tale_budget import estimation_message, get_template
 from tokenskip.methods.tale_ep import chat_prompt
 from tokenskip.models import load_tokenizer
+from tokenskip.serve import BatchWorker, QueueFull, ServerConfig, create_app
 
 Q = "Tom has 3 apples and buys 2 more. How many apples does he have?"
 
@@ -354,11 +354,22 @@ def test_streaming_sends_text_as_it_is_generated(tok):
     assert gen.calls[0][0] == gen.calls[1][0]
 
 
-def test_build_chat_prompt_single_turn_is_format_prompt(tok):
+def test_method_prompt_single_turn_is_format_prompt_and_history(tok):
+    from tokenskip.data.prompts import get_preset
+    from tokenskip.methods import Context, get_method
+
     for ratio in (None, 1.0, 0.5):
         for preset in ("default", "tokenskip"):
-            got = build_chat_prompt(tok, [{"role": "user", "content": Q}], ratio, None, preset)
-            assert got == format_prompt(tok, Q, ratio, preset)
+            method = get_method("original" if ratio is None else f"tokenskip@{ratio}")
+            ctx = Context(FakeGenerator(tok), get_preset(preset), SamplingConfig())
+            assert method.prompt(ctx, Q) == format_prompt(tok, Q, ratio, preset)
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    got = get_method("tokenskip@0.5").prompt(ctx, Q, None, history)  # the preset's system message first
+    assert got.index("You are a helpful assistant.") < got.index("Hi") < got.index("Hello!") < got.index(Q)
+    got = get_method("tokenskip@0.5").prompt(
+        ctx, Q, None, [{"role": "system", "content": "Be brief."}, *history]
+    )
+    assert "Be brief." in got and "You are a helpful assistant." not in got
 
 
 def test_server_config_rejects_bad_limits():

@@ -11,7 +11,7 @@ from live_server import live_server
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from tokenskip.inference.server import ServerConfig, create_app
+from tokenskip.serve import ServerConfig, create_app
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ COMMANDS: dict[str, Any] = {
     "report": "tokenskip.eval.report:report",
     "fidelity": "tokenskip.workflows.fidelity:fidelity",
     "infer": "tokenskip.workflows.generate:infer",
-    "serve": "tokenskip.inference.server:serve",
+    "serve": "tokenskip.serve.verb:serve",
     "build-sft": "tokenskip.training.sft:build_sft",
     "train": "tokenskip.training.train:train",
     "merge": "tokenskip.training.merge:merge",

@@ -29,7 +29,8 @@ class SamplingConfig:
         temperature: 0 = greedy (default).
         top_p: nucleus sampling mass when temperature > 0.
         seed: random seed for sampling.
-        stop: extra strings that end generation (the EOS token always does).
+        stop: extra strings that end generation (the EOS token always does, unless ``ignore_eos``).
+        ignore_eos: generate exactly ``max_new_tokens`` (vllm only; for fixed-length benchmarks).
     """
 
     max_new_tokens: int = 512
@@ -37,6 +38,7 @@ class SamplingConfig:
     top_p: float = 1.0
     seed: int = 42
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
 
 @dataclass

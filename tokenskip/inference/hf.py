@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tokenskip.errors import UserError
@@ -29,6 +30,7 @@ class HFGenerator(Generator):
     """
 
     name = "hf"
+    supports_abort = True  # generate_stream(..., aborted=) stops a row at the next token
 
     def __init__(
         self,
@@ -58,17 +60,30 @@ class HFGenerator(Generator):
         return out
 
     def generate_stream(
-        self, prompts: list[str], config: SamplingConfig, on_text: StreamCallback
+        self,
+        prompts: list[str],
+        config: SamplingConfig,
+        on_text: StreamCallback,
+        aborted: Callable[[int], bool] | None = None,
     ) -> list[Generation]:
-        """``generate`` with each new token's text handed to ``on_text`` (a transformers streamer)."""
+        """``generate`` with each new token's text handed to ``on_text`` (a transformers streamer).
+
+        ``aborted(i)`` (optional) is asked at every step: once it is true, row ``i`` stops (its generation
+        is cut there, ``finish_reason`` ``"abort"``) while the other rows go on.
+        """
         out: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]
-            out.extend(self._generate_batch(batch, config, lambda i, d, o=start: on_text(o + i, d)))
+            stop = None if aborted is None else (lambda i, o=start: aborted(o + i))
+            out.extend(self._generate_batch(batch, config, lambda i, d, o=start: on_text(o + i, d), stop))
         return out
 
     def _generate_batch(
-        self, prompts: list[str], config: SamplingConfig, on_text: StreamCallback | None = None
+        self,
+        prompts: list[str],
+        config: SamplingConfig,
+        on_text: StreamCallback | None = None,
+        aborted: Callable[[int], bool] | None = None,
     ) -> list[Generation]:
         import torch
 
@@ -87,6 +102,8 @@ class HFGenerator(Generator):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if config.stop:
             kwargs.update(stop_strings=list(config.stop), tokenizer=tok)
+        if aborted is not None:
+            kwargs["stopping_criteria"] = [_AbortRows(aborted)]
         streamer = (
             _BatchStreamer(tok, len(prompts), self.eos_ids(), config.stop, on_text) if on_text else None
         )
@@ -99,6 +116,10 @@ class HFGenerator(Generator):
         new = seqs[:, enc["input_ids"].shape[1] :].tolist()
         per = elapsed / len(prompts)
         gens = [self._finish(ids, config, per, len(prompts)) for ids in new]
+        if aborted is not None:
+            for i, g in enumerate(gens):
+                if aborted(i):
+                    g.finish_reason = "abort"
         if streamer is not None:
             streamer.finish([g.text for g in gens])
         return gens
@@ -127,6 +148,19 @@ class HFGenerator(Generator):
             batch_size=bs,
             stop_string=stop_string,
         )
+
+
+class _AbortRows:
+    """A stopping criterion that ends the rows whose request was aborted (the others go on)."""
+
+    def __init__(self, aborted: Callable[[int], bool]) -> None:
+        self.aborted = aborted
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        rows = input_ids.shape[0]
+        return torch.tensor([self.aborted(i) for i in range(rows)], dtype=torch.bool, device=input_ids.device)
 
 
 class _BatchStreamer:

