@@ -143,3 +143,11 @@ def test_fidelity_end_to_end_on_embedded_model(tmp_path, embedded_model_dir):
     assert len((out / "answers" / "truncation@0.5.jsonl").read_text().splitlines()) == 2
     bad = run_cli(*args[:-4], "--max-new-tokens", "7", "--batch-size", "2")
     assert bad.returncode == 2 and "other settings" in bad.stderr
+
+
+def test_cache_order_puts_prefix_sharing_cells_together():
+    from tokenskip.workflows.fidelity import cache_order
+
+    cells = [(FULL, 1.0), (NONE, 0.0), ("selfinfo", 0.9), ("truncation", 0.9), ("random", 0.5)]
+    got = [c[0] for c in sorted([(n, r, None, None) for n, r in cells], key=cache_order)]
+    assert got == [FULL, "truncation", "selfinfo", "random", NONE]

@@ -119,6 +119,12 @@ def _cells(
     return cells
 
 
+def cache_order(cell: tuple[str, float, Any, Any]) -> int:
+    """Answering order within a chunk: the full CoT first, then truncation (its CoTs are prefixes of the full
+    ones, so vLLM's prefix cache still holds most of their prompts), the other scorers, no CoT last."""
+    return {FULL: 0, "truncation": 1, NONE: 3}.get(cell[0], 2)
+
+
 def answers_file(root: Path, name: str, ratio: float) -> Path:
     return root / "answers" / f"{name}@{format_ratio(ratio)}.jsonl"
 
@@ -234,7 +240,7 @@ def fidelity(
     try:
         for start in range(0, len(ids), chunk):  # every record through every cell before the next chunk
             part = set(ids[start : start + chunk])
-            for name, ratio, recs, info in cells:
+            for name, ratio, recs, info in sorted(cells, key=cache_order):
                 method = ForcedAnswer(info)
                 settings = {"scorer": name, "ratio": ratio, "model": model.model, "preset": prompt_preset.name,
                             "max_new_tokens": sampling.max_new_tokens}  # fmt: skip
