@@ -57,8 +57,8 @@ def test_crowd_with_a_quarter_disconnecting(tok):
     gen = SlowStreamer(tok, step_s=0.005)
     with served(gen, queue_size=64, batch_size=8) as url:
         results = crowd(url, chat_body(40), clients=64, drop_every=4)
-        assert [s for s, _ in results] == [200] * 64
-        assert sum(done for _, done in results) == 48  # everyone who stayed got the whole answer
+        assert [s for s, _, _ in results] == [200] * 64
+        assert sum(done for _, done, _ in results) == 48  # everyone who stayed got the whole answer
         wait_health(url, lambda h: h["in_flight"] == 0 and h["queued"] == 0 and h["running"] == 0)
         r = httpx.post(url + "/v1/chat/completions", json=dict(chat_body(3), stream=False), timeout=30)
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == " w" * 3
