@@ -75,14 +75,14 @@ def wait_health(url: str, ok: callable, timeout: float = 60) -> dict:
 
 def crowd(
     url: str, body: dict, clients: int = 64, drop_every: int = 4, timeout: float = 900
-) -> list[tuple[int, bool]]:
+) -> list[tuple[int, bool, str]]:
     """``clients`` concurrent streams; every ``drop_every``-th one disconnects after its first content event.
-    Returns (status, finished with [DONE]) per client."""
+    Returns (status, finished with [DONE], last event) per client."""
 
-    def one(i: int) -> tuple[int, bool]:
+    def one(i: int) -> tuple[int, bool, str]:
         drop = 1 if i % drop_every == 0 else None
         status, events = stream(url, body, drop_after=drop, timeout=timeout)
-        return status, bool(events) and events[-1] == "[DONE]"
+        return status, bool(events) and events[-1] == "[DONE]", events[-1][:200] if events else ""
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         return list(pool.map(one, range(clients)))

@@ -3,6 +3,7 @@ request fields that pick a method (thinking_budget, method)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from pathlib import Path
@@ -57,8 +58,8 @@ def test_crowd_with_a_quarter_disconnecting(tok):
     gen = SlowStreamer(tok, step_s=0.005)
     with served(gen, queue_size=64, batch_size=8) as url:
         results = crowd(url, chat_body(40), clients=64, drop_every=4)
-        assert [s for s, _ in results] == [200] * 64
-        assert sum(done for _, done in results) == 48  # everyone who stayed got the whole answer
+        assert [s for s, _, _ in results] == [200] * 64
+        assert sum(done for _, done, _ in results) == 48  # everyone who stayed got the whole answer
         wait_health(url, lambda h: h["in_flight"] == 0 and h["queued"] == 0 and h["running"] == 0)
         r = httpx.post(url + "/v1/chat/completions", json=dict(chat_body(3), stream=False), timeout=30)
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == " w" * 3
@@ -151,6 +152,7 @@ def test_thinking_budget_and_method_fields(tok):
             {"thinking_wait": 2},
             {"method": "no-such-method"},
             {"method": "truncation@0.5"},  # needs an original run
+            {"ignore_eos": True},  # vllm backend only
         ):
             r = chat(**bad)
             assert r.status_code == 400, (bad, r.text)
@@ -161,3 +163,56 @@ def test_thinking_budget_and_method_fields(tok):
 
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("POSIX signals", allow_module_level=True)
+
+
+class FakeAsyncLLM:
+    """Stands in for vLLM's AsyncLLM: one delta output (" w", one token) every ``step_s`` per request; a
+    request whose consumer goes away is recorded as aborted, as AsyncLLM.generate aborts it in the engine."""
+
+    errored = False
+
+    def __init__(self, step_s: float = 0.02) -> None:
+        self.step_s, self.aborted, self.unfinished = step_s, [], 0
+
+    def get_num_unfinished_requests(self) -> int:
+        return self.unfinished
+
+    async def generate(self, inputs, params, request_id, lora_request=None):
+        import asyncio
+        from types import SimpleNamespace
+
+        self.unfinished += 1
+        try:
+            for k in range(params.max_tokens):
+                await asyncio.sleep(self.step_s)
+                last = k == params.max_tokens - 1
+                out = SimpleNamespace(
+                    text=" w", token_ids=[5], finish_reason="length" if last else None, stop_reason=None
+                )
+                yield SimpleNamespace(outputs=[out], finished=last)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.aborted.append(request_id)
+            raise
+        finally:
+            self.unfinished -= 1
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.slow  # imports vllm
+def test_vllm_engine_aborts_a_dropped_stream_and_streams_deltas():
+    pytest.importorskip("vllm")
+    from tokenskip.serve.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine("smollm2-135m", max_active=8)
+    engine.llm = fake = FakeAsyncLLM()
+    with served(engine) as url:
+        status, events = stream(url, chat_body(300), drop_after=3)
+        assert status == 200
+        health = wait_health(url, lambda h: h["aborted"] == 1 and h["active"] == 0 and h["in_flight"] == 0)
+        assert health["backend"] == "vllm" and health["engine_unfinished"] == 0 and len(fake.aborted) == 1
+        status, events = stream(url, chat_body(6, stream_options={"include_usage": True}))
+        assert text_of(events) == " w" * 6 and json.loads(events[-2])["usage"]["completion_tokens"] == 6
+        r = httpx.post(url + "/v1/chat/completions", json=dict(chat_body(4), stream=False, ignore_eos=True))
+        assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"

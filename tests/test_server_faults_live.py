@@ -35,7 +35,7 @@ def test_faults(backend):
     cmd = [
         PYTHON, "-m", "tokenskip.cli", "serve", "--backend", backend, "--model", "smollm2-135m",
         "--port", str(port), "--max_body_bytes", "4000", "--shutdown_grace_s", "120", "--queue_size", "64",
-        "--batch_size", "8", "--max_tokens_limit", "512", "--log_level", "warning",
+        "--batch_size", "8", "--max_tokens_limit", "512", "--log_level", "warning", "--request_timeout", "1800",
     ]  # fmt: skip
     if backend == "vllm":
         cmd += ["--max_model_len", "1024"]
@@ -53,9 +53,11 @@ def test_faults(backend):
         assert r.status_code == 413
 
         # 3. 64 clients, a quarter disconnecting after their first token
-        results = crowd(url, chat_body(12, LONG), clients=64, drop_every=4)
-        assert all(s in (200, 503) for s, _ in results), results
-        assert sum(done for s, done in results if s == 200) >= 24
+        results = crowd(url, chat_body(8, LONG), clients=64, drop_every=4)
+        assert all(s in (200, 503) for s, _, _ in results), results
+        # those that stayed were answered in full (on a loaded CPU some may still be refused or time out)
+        done = sum(d for _, d, _ in results)
+        assert done >= 24, [last for _, d, last in results if not d]
         health = wait_health(url, lambda h: h["in_flight"] == 0, timeout=300)
         assert health["status"] == "ok" and health["aborted"] >= 2
         r = httpx.post(url + "/v1/chat/completions", json=dict(chat_body(8), stream=False), timeout=120)

@@ -117,7 +117,19 @@ def build_engine_kwargs(
     extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """``(vLLM engine arguments, on_cpu)`` for a model: the one place both the offline ``vllm.LLM`` backend
-    and the server's ``AsyncLLM`` engine get their settings (CPU defaults, dtype, LoRA, parallelism)."""
+    and the server's ``AsyncLLM`` engine get their settings (CPU defaults, dtype, LoRA, parallelism).
+
+    Args:
+        dtype: auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.
+        device: auto, cpu or cuda (vLLM picks the platform it was built for; this only sets defaults).
+        tensor_parallel_size: GPUs to shard over; default = every visible GPU (1 on CPU).
+        max_model_len: context length cap (prompt + output); default = the model's.
+        max_num_seqs: sequences decoded together; default = vLLM's.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
+        enforce_eager: disable CUDA graphs / compilation; default True on CPU, False on GPU.
+        seed: engine seed.
+        extra: any other engine argument, passed through.
+    """
     try:
         import vllm  # noqa: F401
     except ImportError as e:
@@ -197,14 +209,8 @@ class VLLMGenerator(Generator):
         merge_adapter: accepted for interface compatibility; vLLM applies LoRA unmerged.
         batch_size: accepted for interface compatibility; vLLM schedules every prompt of a call
             continuously (up to ``max_num_seqs`` at once).
-        dtype: auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.
-        device: auto, cpu or cuda (vLLM picks the platform it was built for; this only sets defaults).
-        tensor_parallel_size: GPUs to shard over; default = every visible GPU (1 on CPU).
-        max_model_len: context length cap (prompt + output); default = the model's.
-        max_num_seqs: sequences decoded together; default = vLLM's.
-        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
-        enforce_eager: disable CUDA graphs / compilation; default True on CPU, False on GPU.
-        seed: engine seed.
+        options: engine settings (dtype, device, tensor_parallel_size, max_model_len, max_num_seqs,
+            gpu_memory_utilization, enforce_eager, seed), see :func:`build_engine_kwargs`.
         trust_remote_code: allow custom model code from the hub (off by default).
         engine_kwargs: any other ``vllm.LLM`` argument, passed through.
     """
@@ -217,23 +223,15 @@ class VLLMGenerator(Generator):
         adapter: str | None = None,
         merge_adapter: bool = False,
         batch_size: int = 8,
-        dtype: str = "auto",
-        device: str = "auto",
-        tensor_parallel_size: int | None = None,
-        max_model_len: int | None = None,
-        max_num_seqs: int | None = None,
-        gpu_memory_utilization: float = 0.9,
-        enforce_eager: bool | None = None,
-        seed: int = 0,
         trust_remote_code: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
         if batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {batch_size}")
         kwargs, self.on_cpu = build_engine_kwargs(
-            model, adapter, dtype, device, tensor_parallel_size, max_model_len, max_num_seqs,
-            gpu_memory_utilization, enforce_eager, seed, trust_remote_code, engine_kwargs,
-        )  # fmt: skip
+            model, adapter, trust_remote_code=trust_remote_code, extra=engine_kwargs, **options
+        )
         self.model_path = kwargs["model"]
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         self.adapter = adapter

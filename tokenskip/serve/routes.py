@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 
 from tokenskip.inference.base import SamplingConfig, TextDeltas
 from tokenskip.serve.choices import Aborted, Choice, ChoiceRun, make_method
@@ -187,7 +188,12 @@ class Responder:
             await self.guarded(asyncio.gather(*[self.call(r.prepare) for r in self.runs]))
             if self.req.stream:
                 headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-                return StreamingResponse(self.stream(), media_type="text/event-stream", headers=headers)
+                return StreamingResponse(  # release: also if the stream never starts (client gone)
+                    self.stream(),
+                    media_type="text/event-stream",
+                    headers=headers,
+                    background=BackgroundTask(self.release),
+                )
             results = await self.guarded(asyncio.gather(*[self.call(r.run) for r in self.runs]))
         except BaseException:
             self.release()

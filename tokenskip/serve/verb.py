@@ -12,10 +12,10 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
+from tokenskip.args import EngineArgs, ModelArgs, flat_options
 from tokenskip.errors import UserError
-from tokenskip.models import DEFAULT_MODEL
 from tokenskip.serve.config import ServerConfig
 
 API_KEY_ENV = "TOKENSKIP_API_KEY"
@@ -51,10 +51,10 @@ def run_app(app: Any, host: str, port: int, log_level: str = "info", grace_s: fl
     Server(config).run()
 
 
+@flat_options(model=ModelArgs(), engine=EngineArgs())
 def serve(
-    model: str = DEFAULT_MODEL,
-    adapter: str | None = None,
-    backend: Literal["hf", "vllm"] = "hf",
+    model: ModelArgs,
+    engine: EngineArgs,
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
@@ -69,20 +69,12 @@ def serve(
     request_timeout: float = 600.0,
     max_body_bytes: int = 1_000_000,
     shutdown_grace_s: float = 30.0,
-    max_model_len: int | None = None,
-    merge_adapter: bool = False,
-    dtype: str = "auto",
-    device: str = "auto",
-    trust_remote_code: bool = False,
     log_level: str = "info",
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API with TokenSkip's compression_ratio, TALE's token_budget,
     budget forcing's thinking_budget and any registry method.
 
     Args:
-        model: embedded alias (smollm2-135m), Hugging Face id, or local folder / .gguf file.
-        adapter: optional peft LoRA adapter folder (e.g. from `tokenskip train`).
-        backend: hf (transformers, one batching worker thread) or vllm (vLLM's async engine schedules).
         host: interface to bind; 127.0.0.1 (default) is reachable from this machine only.
         port: TCP port.
         api_key: require `Authorization: Bearer KEY` on /v1/*; default: the TOKENSKIP_API_KEY variable.
@@ -98,11 +90,6 @@ def serve(
         request_timeout: seconds before a request is answered HTTP 504.
         max_body_bytes: largest accepted request body; larger -> HTTP 413.
         shutdown_grace_s: on SIGTERM, seconds the requests in flight may take to finish before they are aborted.
-        max_model_len: vllm: context length cap (prompt + output); default = the model's.
-        merge_adapter: merge the adapter into the weights (hf backend).
-        dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
-        device: auto, cpu, cuda, cuda:N.
-        trust_remote_code: allow custom model code from the hub (off by default).
         log_level: uvicorn log level (debug, info, warning, error).
     """
     try:
@@ -116,11 +103,9 @@ def serve(
         raise UserError(f"--port must be in 1..65535, got {port}")
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV) or None
-    from tokenskip.data.adapters import resolve_preset
-
     config = ServerConfig(
-        model_name=served_model_name or model,
-        preset=resolve_preset(preset, adapter, model),
+        model_name=served_model_name or model.model,
+        preset=model.preset(preset),
         tale_template=tale_template,
         api_key=api_key,
         max_prompt_tokens=max_prompt_tokens,
@@ -138,25 +123,23 @@ def serve(
 
     from tokenskip.serve.app import create_app
 
-    if backend == "vllm":
+    if model.backend == "vllm":
         from tokenskip.serve.vllm_engine import VLLMEngine
 
-        engine: Any = VLLMEngine(
-            model, adapter, max_active=config.queue_size + config.batch_size, trust_remote_code=trust_remote_code,
-            dtype=dtype, device=device, max_model_len=max_model_len,
+        backend: Any = VLLMEngine(
+            model.model, model.adapter, max_active=config.queue_size + config.batch_size,
+            trust_remote_code=model.trust_remote_code, dtype=model.dtype, device=model.device,
+            max_model_len=engine.max_model_len, tensor_parallel_size=engine.tensor_parallel_size,
         )  # fmt: skip
         close = None
     else:
-        from tokenskip.inference import make_generator
-
-        engine = make_generator(
-            backend, model=model, adapter=adapter, merge_adapter=merge_adapter, batch_size=batch_size,
-            dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-        )  # fmt: skip
-        close = engine.close
+        backend = model.open(batch_size, engine)
+        close = backend.close
     try:
-        app = create_app(engine, config)
-        print(f"tokenskip: serving {config.model_name} ({backend}) on http://{host}:{port}/v1", flush=True)
+        app = create_app(backend, config)
+        print(
+            f"tokenskip: serving {config.model_name} ({model.backend}) on http://{host}:{port}/v1", flush=True
+        )
         run_app(app, host, port, log_level, shutdown_grace_s)
         print("tokenskip: server stopped", flush=True)
     finally:
