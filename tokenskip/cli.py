@@ -37,6 +37,7 @@ COMMANDS: dict[str, Any] = {
     },
     "metareason": {
         "score": "tokenskip.metareason.score:score",
+        "iterate": "tokenskip.metareason.iterate:iterate",
     },
 }
 

@@ -24,11 +24,15 @@ class Scorer:
     """A causal LM (``model``, ``tokenizer``) that prices thoughts with :class:`RewardConfig`."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, preset: PromptPreset, cfg: RewardConfig, batch_size: int = 8
-    ) -> None:
+        self, model: Any, tokenizer: Any, preset: PromptPreset, cfg: RewardConfig, batch_size: int = 8,
+        cache_direct: bool = True,
+    ) -> None:  # fmt: skip
         self.model, self.tokenizer, self.preset, self.cfg, self.batch_size = (
             model, tokenizer, preset, cfg, batch_size,
         )  # fmt: skip
+        # (prompt, gold) -> log p(y*|x,∅), kept across batches while the model does not change (not in GRPO)
+        self.cache_direct = cache_direct
+        self.direct: dict[tuple[str, str], float] = {}
 
     def prompt(self, row: dict[str, Any]) -> str:
         return row.get("prompt") or format_prompt(self.tokenizer, row["question"], None, self.preset)
@@ -50,19 +54,21 @@ class Scorer:
         prompts = [self.prompt(r) for r in rows]
         thoughts = [self.thought(r) for r in rows]
         gold = [str(r["answer"]).strip() for r in rows]
-        direct_keys = list(dict.fromkeys(zip(prompts, gold, strict=True)))
-        pairs = [
-            (answer_context(p, t, self.preset), a) for p, t, a in zip(prompts, thoughts, gold, strict=True)
-        ]
+        if not self.cache_direct:
+            self.direct = {}
+        direct_keys = [k for k in dict.fromkeys(zip(prompts, gold, strict=True)) if k not in self.direct]
+        # an empty thought is the direct answer itself (utility 0 exactly): only non-empty ones are scored
+        thinking = [i for i, t in enumerate(thoughts) if t.strip()]
+        pairs = [(answer_context(prompts[i], thoughts[i], self.preset), gold[i]) for i in thinking]
         pairs += [(answer_context(p, "", self.preset), a) for p, a in direct_keys]
         lps = answer_logprobs(self.model, self.tokenizer, pairs, self.batch_size)
-        direct = dict(zip(direct_keys, lps[len(rows) :], strict=True))
+        self.direct.update(zip(direct_keys, lps[len(thinking) :], strict=True))
+        own = dict(zip(thinking, lps[: len(thinking)], strict=True))
         out = []
-        for r, p, t, a, lp in zip(rows, prompts, thoughts, gold, lps[: len(rows)], strict=True):
+        for i, (r, p, t, a) in enumerate(zip(rows, prompts, thoughts, gold, strict=True)):
             n = self.thought_tokens(r, t)
-            lp0 = direct[(p, a)]
-            if not t.strip():
-                lp = lp0  # the empty thought is the direct answer: utility 0 exactly
+            lp0 = self.direct[(p, a)]
+            lp = own.get(i, lp0)
             priced = reward(lp, lp0, n, self.cfg)
             out.append(
                 {**r, "logp_thought": round(lp, 6), "logp_direct": round(lp0, 6), "thought_tokens": n,
