@@ -58,3 +58,18 @@ def test_write_sft_is_what_train_reads(tmp_path):
     preset = preset_from_info(info)
     assert user_text(row) == user_message("How many?", 1.0, preset, preset.delimiter)
     assert row["output"].endswith("$\\boxed{3}$")
+
+
+def test_server_prompt_without_ratio_is_the_ram_prompt(embedded_tokenizer):
+    """`serve --adapter ROUND/adapter`: a plain chat request gets exactly the prompt `ram` writes."""
+    from types import SimpleNamespace
+
+    from tokenskip.inference.base import SamplingConfig
+    from tokenskip.inference.server import build_chat_prompt
+    from tokenskip.methods import Context
+
+    preset = get_preset("default")
+    ctx = Context(SimpleNamespace(tokenizer=embedded_tokenizer), preset, SamplingConfig())
+    q = "Tom has 3 boxes of 12 pencils. How many pencils?"
+    served = build_chat_prompt(embedded_tokenizer, [{"role": "user", "content": q}], preset=preset)
+    assert served == get_method("ram").prompt(ctx, q)
