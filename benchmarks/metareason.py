@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         results[arm], times[arm] = res["rounds"], time.perf_counter() - t
     lines = [
-        "| arm | round | rollout accuracy | rollout thought tokens | rollout utility | kept | "
+        "| arm | round | rollout accuracy | rollout thought tokens | rollout utility | kept | kept thought tokens | "
         "eval accuracy | eval thought tokens | eval utility |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v, d=3):
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             ev = s.get("eval") or {}
             lines.append(
                 f"| {arm} | {s['round']} | {f(s.get('accuracy'))} | {f(s.get('thought_tokens'), 1)} | "
-                f"{f(s.get('utility'))} | {f(s.get('kept'))} | {f(ev.get('accuracy'))} | "
+                f"{f(s.get('utility'))} | {f(s.get('kept'))} | {f(s.get('kept_thought_tokens'), 1)} | "
+                f"{f(ev.get('accuracy'))} | "
                 f"{f(ev.get('thought_tokens'), 1)} | {f(ev.get('utility'))} |"
             )
     load1 = os.getloadavg()
