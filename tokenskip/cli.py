@@ -36,6 +36,10 @@ COMMANDS: dict[str, Any] = {
         "train-sft": "tokenskip.training.tale_pt:train_sft",
         "train-dpo": "tokenskip.training.tale_pt:train_dpo",
     },
+    "metareason": {
+        "score": "tokenskip.metareason.score:score",
+        "iterate": "tokenskip.metareason.iterate:iterate",
+    },
 }
 
 

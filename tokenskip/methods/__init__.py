@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "abbrewords": "tokenskip.methods.abbrewords:AbbreWords",
     "truncation": "tokenskip.methods.truncation:Truncation",
     "budget-forcing": "tokenskip.methods.budget_forcing:BudgetForcing",
+    "ram": "tokenskip.methods.ram:RaM",
 }
 
 DEFAULT_METHODS = (

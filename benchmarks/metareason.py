@@ -1,0 +1,131 @@
+"""RaM ablation on the embedded model: c = 0.1 (Rational Metareasoning) against c = 0 (STaR), same rounds,
+same questions, same seeds.
+
+Each arm is one ``tokenskip metareason iterate`` run (resumable: re-running with the same --work continues
+it). The arms share what does not depend on c: the base model's round-0 evaluation and round-1 rollouts are
+generated once (same model, same seeds) and copied; each arm scores them with its own c. Prints, per arm and round, the sampled rollouts' accuracy, mean thought tokens and mean utility, and
+the same figures for greedy decoding of the round's adapter on held-out test questions (round 0 = the base
+model). Writes ``WORK/results.md`` and each arm's ``metareason.png``.
+
+    python benchmarks/metareason.py                     # defaults: ~20-30 min on 2 idle CPU cores
+    python benchmarks/metareason.py --questions 4 --eval 4 --rounds 1 --work /tmp/ram-smoke   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(REPO / "tokenskip/data/samples/grade_school.jsonl"),
+                    help="questions: the first --questions train, the next --eval held out (default: the bundled "
+                    "grade-school sample, easy enough for the 135M model to get some right)")  # fmt: skip
+    ap.add_argument("--work", default="/tmp/tokenskip_metareason")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--questions", type=int, default=8, help="training questions (the first N of --data)")
+    ap.add_argument("--eval", type=int, default=8, help="held-out questions (the N after them)")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=2, help="K rollouts per question and round")
+    ap.add_argument("--costs", default="0.1,0", help="the arms: values of c")
+    ap.add_argument("--max_new_tokens", type=int, default=128)
+    ap.add_argument("--max_steps", type=int, default=8, help="LoRA steps per round")
+    ap.add_argument("--learning_rate", type=float, default=1e-3)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--batch_size", type=int, default=16, help="generation batch")
+    ap.add_argument("--device", default="cpu")
+    return ap.parse_args(argv)
+
+
+def share(src: Path, dst: Path) -> None:
+    """Give arm ``dst`` the first arm's generations that do not depend on c: the base model's round-0 eval and
+    round-1 rollouts (same model, same seeds, so the same text); the resumable runner then skips them and only
+    the scoring (which prices with c) and everything after it run again."""
+    import shutil
+
+    for rel in (
+        "round-0/eval.jsonl",
+        "round-1/samples.jsonl",
+        "round-1/rationalized.jsonl",
+        "round-1/direct.jsonl",
+    ):
+        if (src / rel).exists() and not (dst / rel).exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, dst / rel)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    from tokenskip.metareason.iterate import iterate
+
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    lines = [x for x in Path(a.data).read_text(encoding="utf-8").splitlines() if x.strip()]
+    if len(lines) < a.questions + a.eval:
+        raise SystemExit(f"{a.data}: {len(lines)} rows, need --questions + --eval = {a.questions + a.eval}")
+    train, test = str(work / "train.jsonl"), str(work / "eval.jsonl")
+    Path(train).write_text("\n".join(lines[: a.questions]) + "\n", encoding="utf-8")
+    Path(test).write_text("\n".join(lines[a.questions : a.questions + a.eval]) + "\n", encoding="utf-8")
+    load0, t0 = os.getloadavg(), time.perf_counter()
+    print(f"metareason ablation: {a.questions} questions x {a.samples} rollouts, {a.rounds} rounds, eval {a.eval}; "
+          f"load average at start {load0[0]:.1f} on {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    results: dict[str, list[dict]] = {}
+    times: dict[str, float] = {}
+    first: Path | None = None
+    for c in [float(x) for x in a.costs.split(",")]:
+        arm = f"c={c:g}"
+        t = time.perf_counter()
+        if first is not None:
+            share(first, work / arm)
+        first = first or work / arm
+        res = iterate(
+            out=str(work / arm), dataset=train, limit=a.questions, model=a.model, rounds=a.rounds,
+            samples=a.samples, cost=c, max_new_tokens=a.max_new_tokens, max_steps=a.max_steps,
+            learning_rate=a.learning_rate, temperature=a.temperature, batch_size=a.batch_size, device=a.device,
+            eval_dataset=test, eval_limit=a.eval, train_batch_size=4,
+        )  # fmt: skip
+        results[arm], times[arm] = res["rounds"], time.perf_counter() - t
+    lines = [
+        "| arm | round | rollout accuracy | rollout thought tokens | rollout utility | kept | kept thought tokens | "
+        "eval accuracy | eval thought tokens | eval utility |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v, d=3):
+        return "–" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+
+    for arm, rounds in results.items():
+        for s in rounds:
+            ev = s.get("eval") or {}
+            lines.append(
+                f"| {arm} | {s['round']} | {f(s.get('accuracy'))} | {f(s.get('thought_tokens'), 1)} | "
+                f"{f(s.get('utility'))} | {f(s.get('kept'))} | {f(s.get('kept_thought_tokens'), 1)} | "
+                f"{f(ev.get('accuracy'))} | "
+                f"{f(ev.get('thought_tokens'), 1)} | {f(ev.get('utility'))} |"
+            )
+    load1 = os.getloadavg()
+    footer = (
+        f"\n{a.questions} questions of {Path(a.data).name} x {a.samples} rollouts (T={a.temperature}, max {a.max_new_tokens} "
+        f"tokens), {a.rounds} rounds, {a.max_steps} LoRA steps/round, eval: the next {a.eval} questions, "
+        f"greedy. Wall time: "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+        + f" (total {(time.perf_counter() - t0) / 60:.1f} min); load average {load0[0]:.1f} at start, "
+        f"{load1[0]:.1f} at end, {os.cpu_count()} CPUs."
+    )
+    table = "\n".join(lines) + "\n" + footer
+    print(table)
+    (work / "results.md").write_text(table + "\n", encoding="utf-8")
+    (work / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

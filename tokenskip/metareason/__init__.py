@@ -1,0 +1,12 @@
+"""Rational Metareasoning (RaM, De Sabbata, Sumers & Griffiths, arXiv 2410.05563).
+
+A thought ``z`` is worth what it adds to the likelihood of the right answer, minus what it costs to think it:
+``reward = log((p(y*|x,z) + ε) / (p(y*|x,∅) + ε)) − c·log(1 + |z|)``. Expert iteration keeps, per question,
+the correct rollouts whose reward is at least the question's mean and fine-tunes a LoRA adapter on them.
+
+* :mod:`~tokenskip.metareason.reward`: the arithmetic and the selection (pure, no model);
+* :mod:`~tokenskip.metareason.likelihood`: ``log p(y*|x,z)`` from one batched forward pass;
+* :mod:`~tokenskip.metareason.score`: ``tokenskip metareason score`` over a generated JSONL;
+* :mod:`~tokenskip.metareason.iterate`: ``tokenskip metareason iterate`` (expert iteration, resumable);
+* :mod:`~tokenskip.metareason.grpo`: the same reward as an online RL objective (trl ``GRPOTrainer``).
+"""

@@ -1,0 +1,369 @@
+"""``tokenskip metareason iterate``: RaM's expert iteration, every step written and resumable.
+
+Round r (folder ``OUT/round-r``), generating with the previous round's adapter (round 1: ``--adapter``, or
+the base model):
+
+1. ``samples.jsonl``: K sampled rollouts per question (``--samples``, seed + k);
+2. ``rationalized.jsonl``: each wrong sample redone with the hint "(The correct answer is …)" (STaR);
+3. ``direct.jsonl``: the direct answer (empty thought), greedy;
+4. ``scored.jsonl``: every row of 1-3 with ``logp_thought``, ``logp_direct``, ``utility``, ``cost``,
+   ``reward`` from the generating model (one batched forward pass per batch);
+5. ``kept.jsonl`` + ``sft/``: :func:`~tokenskip.metareason.reward.select` (drop questions with no correct
+   rollout, keep correct rollouts with reward >= the question's mean), as a build-sft folder;
+6. ``adapter/``: a LoRA adapter trained on ``sft/`` by :func:`tokenskip.training.train.train` (from the base
+   model, STaR's restart; the data come from the latest model); resumes from its checkpoints;
+7. ``eval.jsonl`` (with ``--eval_dataset``): the new adapter, greedy, as the ``ram`` method;
+8. ``summary.json``, written last: the round's figures (a round with it is done).
+
+Steps 1-4 and 7 go through the one resumable runner, so a killed run loses at most a batch and re-running
+the same command continues at the step where it stopped. ``OUT/summary.json`` and ``OUT/metareason.png`` (mean
+reward, mean thought tokens and accuracy per round) are rewritten after every round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from tokenskip.args import DataArgs, EngineArgs, LoRAArgs, ModelArgs, SamplingArgs, flat_options
+from tokenskip.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tokenskip.errors import UserError
+from tokenskip.inference.runner import check_same_settings, run_records
+from tokenskip.metareason.reward import CostKind, RewardConfig, select, summarize
+from tokenskip.metareason.rollouts import (
+    RolloutMethod,
+    direct_items,
+    rationalize_items,
+    sample_items,
+    training_output,
+)
+from tokenskip.methods import Context
+
+Algorithm = Literal["expert-iteration", "grpo"]
+RUN_FILE = "run.json"
+ADAPTER_DONE = "tokenskip_adapter.json"
+# run.json keys a resumed run must share with the first one (--rounds may grow)
+RESUME_KEYS = (
+    "algorithm", "model", "adapter", "dataset", "split", "limit", "samples", "cost", "cost_kind", "temperature",
+    "top_p", "seed", "max_new_tokens", "preset", "rationalize", "direct", "lora_rank", "lora_alpha",
+    "target_modules", "learning_rate", "epochs", "max_steps", "cutoff", "eval_dataset", "eval_limit",
+)  # fmt: skip
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    return [r for _, r in read_jsonl(path)]
+
+
+class Round:
+    """One round's folder and the model it generates with."""
+
+    def __init__(self, out: Path, r: int, adapter: str | None) -> None:
+        self.r, self.dir, self.adapter = r, out / f"round-{r}", adapter
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    @property
+    def new_adapter(self) -> Path:
+        return self.dir / "adapter"
+
+    def done(self) -> bool:
+        return self.path("summary.json").exists()
+
+
+def write_sft(folder: Path, kept: list[dict[str, Any]], preset: Any, model: str) -> None:
+    """The kept rollouts as a build-sft folder (γ = 1.0 rows) that ``tokenskip train`` reads."""
+    from tokenskip.data.prompts import user_message
+    from tokenskip.training.sft import INFO_FILE, SFT_FILE
+
+    rows = []
+    for row in kept:
+        message = user_message(row["question"], None, preset, preset.delimiter)
+        instruction = (
+            preset.instruction if preset.instruction and message.startswith(preset.instruction + "\n") else ""
+        )
+        rows.append({
+            "id": row["id"], "ratio": 1.0, "question": row["question"], "answer": row["answer"],
+            "instruction": instruction, "input": message[len(instruction) + 1 :] if instruction else message,
+            "output": training_output(row, preset),
+        })  # fmt: skip
+    write_jsonl_atomic(folder / SFT_FILE, rows)
+    info = {
+        "examples": len(rows), "ratios": [1.0], "per_ratio": {"1.0": len(rows)}, "preset": preset.name,
+        "delimiter": preset.delimiter, "delimiter_source": "preset", "model": model,
+        "instruction": preset.instruction, "system": preset.system, "answer_template": preset.answer_template,
+        "seed": 0, "mixture": "metareason", "original": None, "compressed": None,
+    }  # fmt: skip
+    write_json_atomic(folder / INFO_FILE, info)
+
+
+@flat_options(
+    data=DataArgs(split="train"),
+    model=ModelArgs(),
+    sampling=SamplingArgs(temperature=0.7, max_new_tokens=256),
+    engine=EngineArgs(),
+    lora=LoRAArgs(),
+)
+def iterate(
+    out: str,
+    data: DataArgs,
+    model: ModelArgs,
+    sampling: SamplingArgs,
+    engine: EngineArgs,
+    lora: LoRAArgs,
+    rounds: int = 1,
+    samples: int = 4,
+    cost: float = 0.1,
+    cost_kind: CostKind = "log",
+    algorithm: Algorithm = "expert-iteration",
+    rationalize: bool = True,
+    direct: bool = True,
+    direct_tokens: int = 32,
+    preset: str | None = None,
+    learning_rate: float = 1e-4,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    train_batch_size: int = 4,
+    grad_accum: int = 1,
+    cutoff: int = 1024,
+    score_batch_size: int = 8,
+    eval_dataset: str | None = None,
+    eval_limit: int | None = None,
+    grpo_steps: int = 20,
+    plot: bool = True,
+) -> dict[str, Any]:
+    """Rational Metareasoning: expert iteration (or GRPO) on reward = utility − c·log(1+|z|), resumable.
+
+    Args:
+        out: run folder: run.json, round-N/ (samples, rationalized, direct, scored, kept .jsonl, sft/,
+            adapter/, eval.jsonl, summary.json), summary.json, metareason.png. Re-running resumes.
+        rounds: rounds of expert iteration (re-running with more rounds continues the run).
+        samples: K sampled rollouts per question and round.
+        cost: c, the price of thinking (0 = no length penalty: STaR's filter).
+        cost_kind: log (c·log(1+|z|), the paper's) or linear (c·|z|).
+        algorithm: expert-iteration (sample, filter, fine-tune) or grpo (trl GRPOTrainer on the same reward).
+        rationalize: redo each wrong rollout with the hint "(The correct answer is ...)" (STaR).
+        direct: add the direct answer (empty thought, reward 0) as a candidate rollout.
+        direct_tokens: token cap of a direct answer.
+        preset: prompt preset (default: the --adapter's recorded one, else default).
+        learning_rate: LoRA learning rate per round.
+        epochs: epochs over each round's kept rollouts.
+        max_steps: optimizer steps per round (overrides --epochs when > 0).
+        train_batch_size: training examples per forward pass.
+        grad_accum: gradient accumulation steps.
+        cutoff: maximum tokens of a training example.
+        score_batch_size: sequences per scoring forward pass.
+        eval_dataset: held-out questions evaluated greedily after every round (and before the first) with
+            the round's adapter (the `ram` method); same forms as --dataset.
+        eval_limit: only the first N eval questions.
+        grpo_steps: GRPO optimizer steps per round (--algorithm grpo).
+        plot: write metareason.png (mean reward, thought tokens, accuracy per round).
+    """
+    if rounds < 1 or samples < 1 or direct_tokens < 1 or score_batch_size < 1:
+        raise UserError("--rounds, --samples, --direct_tokens and --score_batch_size must be >= 1")
+    cfg = RewardConfig(cost=cost, cost_kind=cost_kind)
+    records, _ = data.load()
+    if not records:
+        raise UserError(f"--dataset {data.dataset}: no questions")
+    eval_records = []
+    if eval_dataset:
+        eval_records, _ = DataArgs(dataset=eval_dataset, split="test", limit=eval_limit).load()
+    prompt_preset = model.preset(preset)
+    run_dir = Path(out)
+    settings = {
+        "algorithm": algorithm, "model": model.model, "adapter": model.adapter, "backend": model.backend,
+        "dataset": data.dataset, "split": data.split, "limit": data.limit, "questions": len(records),
+        "samples": samples, "cost": cost, "cost_kind": cost_kind, "temperature": sampling.temperature,
+        "top_p": sampling.top_p, "seed": sampling.seed, "max_new_tokens": sampling.max_new_tokens,
+        "preset": prompt_preset.name, "rationalize": rationalize, "direct": direct,
+        "direct_tokens": direct_tokens, "lora_rank": lora.lora_rank, "lora_alpha": lora.lora_alpha,
+        "target_modules": lora.target_modules, "learning_rate": learning_rate, "epochs": epochs,
+        "max_steps": max_steps, "cutoff": cutoff, "eval_dataset": eval_dataset, "eval_limit": eval_limit,
+        "grpo_steps": grpo_steps, "rounds": rounds,
+    }  # fmt: skip
+    if (run_dir / RUN_FILE).exists():
+        old = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+        check_same_settings(run_dir / RUN_FILE, old, settings, RESUME_KEYS)
+    write_json_atomic(run_dir / RUN_FILE, settings)
+    from tokenskip.metareason.plot import write_outputs
+
+    t0 = time.perf_counter()
+    summaries: list[dict[str, Any]] = []
+    if eval_records:
+        summaries.append(
+            _round0(run_dir, model, eval_records, sampling, prompt_preset, cfg, score_batch_size)
+        )
+    adapter = model.adapter
+    for r in range(1, rounds + 1):
+        rnd = Round(run_dir, r, adapter)
+        if not rnd.done():
+            print(
+                f"tokenskip: metareason round {r}/{rounds} ({algorithm}, c={cost}, {cost_kind} cost)",
+                flush=True,
+            )
+            if algorithm == "grpo":
+                from tokenskip.metareason.grpo import grpo_round
+
+                summary = grpo_round(rnd, records, model, sampling, lora, cfg, prompt_preset, samples,
+                                     learning_rate, grpo_steps, cutoff, train_batch_size)  # fmt: skip
+            else:
+                summary = _expert_round(
+                    rnd, records, model, sampling, engine, lora, cfg, prompt_preset, samples, rationalize, direct,
+                    direct_tokens, learning_rate, epochs, max_steps, train_batch_size, grad_accum, cutoff,
+                    score_batch_size,
+                )  # fmt: skip
+            if eval_records:
+                trained = str(rnd.new_adapter) if summary.get("trained", True) else adapter
+                summary["eval"] = _evaluate(rnd.path("eval.jsonl"), model, trained, eval_records,
+                                            sampling, prompt_preset, cfg, score_batch_size)  # fmt: skip
+            summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
+            write_json_atomic(rnd.path("summary.json"), summary)
+        summaries.append(json.loads(rnd.path("summary.json").read_text(encoding="utf-8")))
+        write_outputs(run_dir, summaries, plot)
+        if summaries[-1].get("trained", True):
+            adapter = str(rnd.new_adapter)
+    print(f"tokenskip: metareason done: {rounds} round(s) -> {run_dir} (adapter {adapter})")
+    return {"rounds": summaries, "adapter": adapter}
+
+
+def _context(model: ModelArgs, sampling: SamplingArgs, engine: EngineArgs, preset: Any, adapter: str | None):
+    batch = sampling.batch(model.backend)
+    return Context(
+        model.open(batch, engine, adapter=adapter or None), preset, sampling.config(), model=model.model
+    )
+
+
+def _generate(ctx_holder: list, make_ctx, method: RolloutMethod, items: list, path: Path, batch: int, desc: str,
+              adapter: str | None = None):  # fmt: skip
+    def step(b: list) -> list[dict[str, Any]]:
+        if not ctx_holder:
+            ctx_holder.append(make_ctx())
+        return method.run_batch(ctx_holder[0], b)
+
+    return run_records(items, step, path, batch, {"generated_with": adapter}, desc=desc)
+
+
+def _expert_round(
+    rnd: Round, records, model: ModelArgs, sampling: SamplingArgs, engine: EngineArgs, lora: LoRAArgs,
+    cfg: RewardConfig, preset: Any, samples: int, rationalize: bool, direct: bool, direct_tokens: int,
+    learning_rate: float, epochs: float, max_steps: int, train_batch_size: int, grad_accum: int, cutoff: int,
+    score_batch_size: int,
+) -> dict[str, Any]:  # fmt: skip
+    from tokenskip.metareason.score import Scorer, open_scorer
+
+    method = RolloutMethod(direct_tokens=direct_tokens)
+    batch = sampling.batch(model.backend)
+    holder: list[Context] = []
+    make = lambda: _context(model, sampling, engine, preset, rnd.adapter)  # noqa: E731
+    try:
+        # 1-3. rollouts (each file is finished before the next starts: the next step's items depend on it)
+        sampled = _generate(holder, make, method, sample_items(records, samples), rnd.path("samples.jsonl"),
+                            batch, f"round {rnd.r} samples", rnd.adapter)  # fmt: skip
+        rows = read_rows(rnd.path("samples.jsonl"))
+        if rationalize:
+            wrong = [w for w in rows if not w["correct"]]
+            tasks = {r.id: r.task for r in records}
+            _generate(holder, make, method, rationalize_items(wrong, tasks), rnd.path("rationalized.jsonl"),
+                      batch, f"round {rnd.r} rationalize", rnd.adapter)  # fmt: skip
+            rows += read_rows(rnd.path("rationalized.jsonl"))
+        if direct:
+            _generate(holder, make, method, direct_items(records), rnd.path("direct.jsonl"), batch,
+                      f"round {rnd.r} direct", rnd.adapter)  # fmt: skip
+            rows += read_rows(rnd.path("direct.jsonl"))
+        del sampled
+        # 4. rewards from the generating model (the hf generator's own weights when it has them)
+        scorers: list[Scorer] = []
+
+        def score_step(b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if not scorers:
+                gen = holder[0].generator if holder else None
+                if gen is not None and hasattr(gen, "model") and model.backend == "hf":
+                    scorers.append(Scorer(gen.model, gen.tokenizer, preset, cfg, score_batch_size))
+                else:
+                    if holder:
+                        holder.pop().generator.close()
+                    scorers.append(open_scorer(model.model, rnd.adapter, preset.name, cfg, score_batch_size,
+                                               model.dtype, model.device))  # fmt: skip
+            return [{k: v for k, v in s.items()} for s in scorers[0].score(b)]
+
+        run_records(rows, score_step, rnd.path("scored.jsonl"), score_batch_size, {"cost_c": cfg.cost,
+                    "cost_kind": cfg.cost_kind}, key=lambda r: str(r["id"]), desc=f"round {rnd.r} score")  # fmt: skip
+    finally:
+        if holder:
+            holder[0].generator.close()
+    scored = read_rows(rnd.path("scored.jsonl"))
+    # 5. the filter, as a build-sft folder
+    kept, counts = select(scored)
+    write_jsonl_atomic(rnd.path("kept.jsonl"), kept)
+    summary = {"round": rnd.r, "generated_with": rnd.adapter, **summarize(scored, kept), **counts}
+    if not kept:
+        print(
+            f"tokenskip: warning: round {rnd.r}: no question has a correct rollout, nothing to train on; the "
+            "next round samples from the same model (try more --samples, --max_new_tokens or questions)"
+        )
+        summary["trained"] = False
+        return summary
+    summary["trained"] = True
+    write_sft(rnd.path("sft"), kept, preset, model.model)
+    # 6. the adapter (resumes from its checkpoints; tokenskip_adapter.json marks it finished)
+    if not (rnd.new_adapter / ADAPTER_DONE).exists():
+        from tokenskip.training.train import train
+
+        train(
+            data=str(rnd.path("sft")), out=str(rnd.new_adapter), model=model.model, lora_rank=lora.lora_rank,
+            lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=lora.target_modules,
+            learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=train_batch_size,
+            grad_accum=grad_accum, cutoff=cutoff, eval_size=0, save_steps=50, logging_steps=5, seed=rnd.r,
+            dtype=model.dtype, device=model.device, progress="none",
+        )  # fmt: skip
+    return summary
+
+
+def _evaluate(path: Path, model: ModelArgs, adapter: str | None, records, sampling: SamplingArgs, preset: Any,
+              cfg: RewardConfig, score_batch_size: int) -> dict[str, Any]:  # fmt: skip
+    """Greedy ``ram`` (the adapter) or ``original`` on held-out questions, scored; the mean figures."""
+    from dataclasses import replace
+
+    from tokenskip.metareason.score import open_scorer
+    from tokenskip.methods import get_method
+    from tokenskip.workflows.generate import run_method
+
+    method = get_method("ram" if adapter else "original")
+    greedy = replace(sampling, temperature=0.0)
+    m = replace(model, adapter=adapter)
+    run_method(
+        method, m, records, str(path), greedy, preset.name, None, {"eval_adapter": adapter}, progress=True
+    )
+    rows = read_rows(path)
+    scored_path = path.with_name(path.stem + "_scored.jsonl")
+    scorers: list = []
+
+    def step(b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not scorers:
+            scorers.append(open_scorer(model.model, adapter, preset.name, cfg, score_batch_size, model.dtype,
+                                       model.device))  # fmt: skip
+        return scorers[0].score(b)
+
+    run_records(rows, step, scored_path, score_batch_size, {}, key=lambda r: str(r["id"]), desc="eval score")
+    s = summarize(read_rows(scored_path))
+    return {k: s[k] for k in ("rollouts", "accuracy", "thought_tokens", "utility", "cost", "reward")}
+
+
+def _round0(run_dir: Path, model: ModelArgs, records, sampling: SamplingArgs, preset: Any, cfg: RewardConfig,
+            score_batch_size: int) -> dict[str, Any]:  # fmt: skip
+    """Round 0: the starting model on the eval questions (the baseline every round is compared with)."""
+    import json
+
+    d = run_dir / "round-0"
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / "summary.json").exists():
+        ev = _evaluate(
+            d / "eval.jsonl", model, model.adapter, records, sampling, preset, cfg, score_batch_size
+        )
+        write_json_atomic(d / "summary.json", {"round": 0, "eval": ev})
+    return json.loads((d / "summary.json").read_text(encoding="utf-8"))

@@ -1,0 +1,147 @@
+"""One round's generations as methods: K sampled rollouts, STaR rationalizations and the direct answer.
+
+Each kind is a :class:`~tokenskip.methods.base.Method` run by the one resumable runner
+(:func:`tokenskip.inference.runner.run_records`) over :class:`Rollout` items (a question plus which rollout
+it is). Rows gain ``qid``, ``source`` (``sample`` / ``rationalized`` / ``direct``) and ``sample`` (k).
+
+* ``sample``: the plain prompt, sampled with seed ``seed + k`` (one backend call per k, so the K rollouts of
+  a question differ on every backend, vLLM's per-request seeds included);
+* ``rationalized``: the prompt with the hint "(The correct answer is …)" (STaR); the recorded ``prompt`` is
+  the plain one (what the rollout is scored and trained on), the hinted one is kept as ``hint_prompt``;
+* ``direct``: the prompt followed by the answer cue (the empty thought), greedy, a few tokens; the
+  recorded output is the cue plus the answer, so its CoT is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tokenskip.data.datasets import Record
+from tokenskip.data.prompts import PromptPreset, forced_answer, format_target
+from tokenskip.inference.base import Generation, StreamCallback
+from tokenskip.metareason.reward import hint_question
+from tokenskip.methods.base import Context, Method, Request
+
+SOURCES = ("sample", "rationalized", "direct")
+
+
+@dataclass
+class Rollout(Record):
+    """A question as one rollout to generate: ``id`` is ``qid#s<k>``, ``qid#r<k>`` or ``qid#d``."""
+
+    qid: str = ""
+    source: str = "sample"
+    k: int = 0
+
+
+def sample_items(records: list[Record], samples: int) -> list[Rollout]:
+    """K sampled rollouts per question, k-major (batches hold one k: one backend call each)."""
+    return [
+        Rollout(f"{r.id}#s{k}", r.question, r.answer, r.cot, r.task, qid=r.id, source="sample", k=k)
+        for k in range(samples)
+        for r in records
+    ]
+
+
+def rationalize_items(wrong: list[dict[str, Any]], task_of: dict[str, str]) -> list[Rollout]:
+    """One hinted redo per wrong sampled rollout (its k keeps the seed distinct)."""
+    return [
+        Rollout(
+            f"{w['qid']}#r{w['sample']}",
+            w["question"],
+            str(w["answer"]),
+            None,
+            task_of.get(w["qid"], "gsm8k"),
+            qid=w["qid"],
+            source="rationalized",
+            k=int(w["sample"]),
+        )  # fmt: skip
+        for w in wrong
+    ]
+
+
+def direct_items(records: list[Record]) -> list[Rollout]:
+    return [
+        Rollout(f"{r.id}#d", r.question, r.answer, r.cot, r.task, qid=r.id, source="direct") for r in records
+    ]
+
+
+def direct_prefix(preset: PromptPreset) -> str:
+    """What follows the prompt in a direct answer: the answer cue (after a closed, empty thinking block)."""
+    return forced_answer(preset) if preset.think_close else preset.answer_cue
+
+
+class RolloutMethod(Method):
+    """Generates :class:`Rollout` items (not in the registry: ``metareason iterate`` runs it)."""
+
+    kind = "ram-rollout"
+
+    def __init__(self, value: Any = None, direct_tokens: int = 32, **options: Any) -> None:
+        super().__init__(value, **options)
+        self.direct_tokens = direct_tokens
+
+    def prepare(self, ctx: Context, records: list[Record]) -> list[dict[str, Any]]:
+        out = []
+        for r in records:
+            assert isinstance(r, Rollout)
+            f: dict[str, Any] = {"qid": r.qid, "source": r.source, "sample": r.k}
+            if r.source == "rationalized":
+                f["hint"] = r.answer
+            out.append(f)
+        return out
+
+    def user_turn(self, question: str, preset: PromptPreset, eos: str | None, fields: dict[str, Any]) -> str:
+        if fields.get("source") == "rationalized":
+            question = hint_question(question, str(fields["hint"]))
+        return super().user_turn(question, preset, eos, fields)
+
+    def requests(self, ctx: Context, records: list[Record]) -> list[Request]:
+        reqs = super().requests(ctx, records)
+        for req in reqs:
+            if req.fields["source"] == "direct":
+                req.prompt += direct_prefix(ctx.preset).lstrip()
+                req.max_new_tokens = self.direct_tokens
+        return reqs
+
+    def generate(
+        self, ctx: Context, requests: list[Request], on_text: StreamCallback | None = None
+    ) -> list[Generation]:
+        """One backend call per (source, k): direct answers greedy, rollout k with seed ``seed + k``."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.fields["source"], r.fields["sample"]), []).append(i)
+        out: list[Generation | None] = [None] * len(requests)
+        for (source, k), idx in groups.items():
+            sampling = (
+                replace(ctx.sampling, temperature=0.0)
+                if source == "direct"
+                else replace(ctx.sampling, seed=ctx.sampling.seed + k)
+            )
+            sub = replace(ctx, sampling=sampling)
+            for i, g in zip(idx, super().generate(sub, [requests[i] for i in idx]), strict=True):
+                out[i] = g
+        return [g for g in out if g is not None]
+
+    def finish(
+        self, ctx: Context, record: Record, request: Request, gen: Generation
+    ) -> tuple[Generation, dict]:
+        plain = self.plain_prompt(ctx, record.question)
+        source = request.fields["source"]
+        extra: dict[str, Any] = {"prompt": plain}
+        if source == "direct":
+            gen = replace(gen, text=direct_prefix(ctx.preset) + gen.text)
+        elif source == "rationalized":
+            extra["hint_prompt"] = request.prompt
+        return gen, extra
+
+    def plain_prompt(self, ctx: Context, question: str) -> str:
+        return Method.prompt(self, ctx, question, {})
+
+
+def training_output(row: dict[str, Any], preset: PromptPreset) -> str:
+    """The completion a kept rollout is trained on: its CoT and the gold answer in the preset's answer
+    sentence (thinking presets: the output as generated)."""
+    if preset.think_close:
+        return row["output"]
+    return format_target(row.get("cot") or "", str(row["answer"]), preset).lstrip()
