@@ -158,10 +158,10 @@ def plot_fidelity(cells: Sequence[dict[str, Any]], path: Path, title: str = "") 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for control, color in ((FULL, "black"), (NONE, "grey")):
+    for control, color, name in ((FULL, "black", "full CoT"), (NONE, "grey", "no CoT")):
         for c in cells:
             if c["scorer"] == control and c["accuracy"] is not None:
-                ax.axhline(100 * c["accuracy"], color=color, ls="--", lw=1, label=f"{control} CoT ({c['n']})")
+                ax.axhline(100 * c["accuracy"], color=color, ls="--", lw=1, label=f"{name} (n={c['n']})")
                 ax.axhspan(100 * c["accuracy_low"], 100 * c["accuracy_high"], color=color, alpha=0.08)
     scorers = [s for s in dict.fromkeys(c["scorer"] for c in cells) if s not in (FULL, NONE)]
     for k, s in enumerate(scorers):
@@ -183,7 +183,7 @@ def plot_fidelity(cells: Sequence[dict[str, Any]], path: Path, title: str = "") 
     ax.set_ylim(0, 105)
     ax.set_title(title or "Compression fidelity (95% Wilson intervals)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
