@@ -61,15 +61,33 @@ def test_write_sft_is_what_train_reads(tmp_path):
 
 
 def test_server_prompt_without_ratio_is_the_ram_prompt(embedded_tokenizer):
-    """`serve --adapter ROUND/adapter`: a plain chat request gets exactly the prompt `ram` writes."""
+    """`serve --adapter ROUND/adapter`: a plain chat request and `method: ram` get exactly the prompt `ram` writes."""
     from types import SimpleNamespace
 
-    from tokenskip.inference.base import SamplingConfig
-    from tokenskip.inference.server import build_chat_prompt
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tokenskip.inference.base import Generation, Generator, SamplingConfig
     from tokenskip.methods import Context
+    from tokenskip.serve import ServerConfig, create_app
+
+    class Recorder(Generator):
+        name = "recorder"
+
+        def __init__(self, tokenizer):
+            self.tokenizer, self.prompts = tokenizer, []
+
+        def generate(self, prompts, config):
+            self.prompts += list(prompts)
+            text = "Step.\n\nThe final answer is: $\\boxed{36}$"
+            return [Generation(text, self.count_tokens(text), "stop", 0.01, len(prompts)) for _ in prompts]
 
     preset = get_preset("default")
     ctx = Context(SimpleNamespace(tokenizer=embedded_tokenizer), preset, SamplingConfig())
     q = "Tom has 3 boxes of 12 pencils. How many pencils?"
-    served = build_chat_prompt(embedded_tokenizer, [{"role": "user", "content": q}], preset=preset)
-    assert served == get_method("ram").prompt(ctx, q)
+    gen = Recorder(embedded_tokenizer)
+    with TestClient(create_app(gen, ServerConfig(model_name="m", preset=preset))) as client:
+        for extra in ({}, {"method": "ram"}):
+            body = {"model": "m", "messages": [{"role": "user", "content": q}], "max_tokens": 8, **extra}
+            assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert gen.prompts == [get_method("ram").prompt(ctx, q)] * 2
