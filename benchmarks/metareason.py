@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--batch_size", type=int, default=16, help="generation batch")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--reuse",
+        default=None,
+        help="an earlier --work of this script: its first arm's c-independent "
+        "generations (same questions and seeds; e.g. rollouts k < K of a smaller --samples) are reused",
+    )
     return ap.parse_args(argv)
 
 
@@ -71,20 +77,23 @@ def main(argv: list[str] | None = None) -> int:
     lines = [x for x in Path(a.data).read_text(encoding="utf-8").splitlines() if x.strip()]
     if len(lines) < a.questions + a.eval:
         raise SystemExit(f"{a.data}: {len(lines)} rows, need --questions + --eval = {a.questions + a.eval}")
-    train, test = str(work / "train.jsonl"), str(work / "eval.jsonl")
+    train, test = str(work / "train.jsonl"), str(work / "eval.jsonl") if a.eval else None
     Path(train).write_text("\n".join(lines[: a.questions]) + "\n", encoding="utf-8")
-    Path(test).write_text("\n".join(lines[a.questions : a.questions + a.eval]) + "\n", encoding="utf-8")
+    if test:
+        Path(test).write_text("\n".join(lines[a.questions : a.questions + a.eval]) + "\n", encoding="utf-8")
     load0, t0 = os.getloadavg(), time.perf_counter()
     print(f"metareason ablation: {a.questions} questions x {a.samples} rollouts, {a.rounds} rounds, eval {a.eval}; "
           f"load average at start {load0[0]:.1f} on {os.cpu_count()} CPUs", flush=True)  # fmt: skip
     results: dict[str, list[dict]] = {}
     times: dict[str, float] = {}
     first: Path | None = None
+    reused = sorted(p for p in Path(a.reuse).iterdir() if p.name.startswith("c=")) if a.reuse else []
     for c in [float(x) for x in a.costs.split(",")]:
         arm = f"c={c:g}"
         t = time.perf_counter()
-        if first is not None:
-            share(first, work / arm)
+        for src in [first, *reused[:1]]:  # this run's first arm, else the reused run's
+            if src is not None:
+                share(src, work / arm)
         first = first or work / arm
         res = iterate(
             out=str(work / arm), dataset=train, limit=a.questions, model=a.model, rounds=a.rounds,
