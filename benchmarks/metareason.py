@@ -68,6 +68,29 @@ def share(src: Path, dst: Path) -> None:
             shutil.copyfile(src / rel, dst / rel)
 
 
+def refilter(scored_path: Path, settings: list[tuple[float, str]]) -> str:
+    """The filter alone under other prices: the scored rollouts' likelihoods re-priced (pure, no model) for
+    each (c, cost kind), and what the filter keeps."""
+    from tokenskip.data.jsonl import read_jsonl
+    from tokenskip.metareason.reward import RewardConfig, reward, select
+
+    rows = [r for _, r in read_jsonl(scored_path)]
+    lines = [
+        "| c | cost | kept | kept thought tokens (mean) | kept thought tokens |",
+        "|---|---|---|---|---|",
+    ]
+    for c, kind in settings:
+        cfg = RewardConfig(cost=c, cost_kind=kind)  # type: ignore[arg-type]
+        priced = [
+            {**r, **reward(r["logp_thought"], r["logp_direct"], r["thought_tokens"], cfg)} for r in rows
+        ]
+        kept, _ = select(priced)
+        toks = sorted(k["thought_tokens"] for k in kept)
+        mean = f"{sum(toks) / len(toks):.1f}" if toks else "–"
+        lines.append(f"| {c:g} | {kind} | {len(kept)} | {mean} | {toks} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from tokenskip.metareason.iterate import iterate
@@ -129,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         + f" (total {(time.perf_counter() - t0) / 60:.1f} min); load average {load0[0]:.1f} at start, "
         f"{load1[0]:.1f} at end, {os.cpu_count()} CPUs."
     )
+    scored = (first / "round-1" / "scored.jsonl") if first else None
+    if scored is not None and scored.exists():
+        grid = [(0.0, "log"), (0.1, "log"), (1.0, "log"), (0.01, "linear"), (0.1, "linear")]
+        footer += "\n\nThe round-1 filter alone, re-priced (same rollouts and likelihoods):\n\n" + refilter(
+            scored, grid
+        )
     table = "\n".join(lines) + "\n" + footer
     print(table)
     (work / "results.md").write_text(table + "\n", encoding="utf-8")
