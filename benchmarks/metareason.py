@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--batch_size", type=int, default=16, help="generation batch")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--reuse",
+        default=None,
+        help="an earlier --work of this script: its first arm's c-independent "
+        "generations (same questions and seeds; e.g. rollouts k < K of a smaller --samples) are reused",
+    )
     return ap.parse_args(argv)
 
 
@@ -62,6 +68,29 @@ def share(src: Path, dst: Path) -> None:
             shutil.copyfile(src / rel, dst / rel)
 
 
+def refilter(scored_path: Path, settings: list[tuple[float, str]]) -> str:
+    """The filter alone under other prices: the scored rollouts' likelihoods re-priced (pure, no model) for
+    each (c, cost kind), and what the filter keeps."""
+    from tokenskip.data.jsonl import read_jsonl
+    from tokenskip.metareason.reward import RewardConfig, reward, select
+
+    rows = [r for _, r in read_jsonl(scored_path)]
+    lines = [
+        "| c | cost | kept | kept thought tokens (mean) | kept thought tokens |",
+        "|---|---|---|---|---|",
+    ]
+    for c, kind in settings:
+        cfg = RewardConfig(cost=c, cost_kind=kind)  # type: ignore[arg-type]
+        priced = [
+            {**r, **reward(r["logp_thought"], r["logp_direct"], r["thought_tokens"], cfg)} for r in rows
+        ]
+        kept, _ = select(priced)
+        toks = sorted(k["thought_tokens"] for k in kept)
+        mean = f"{sum(toks) / len(toks):.1f}" if toks else "–"
+        lines.append(f"| {c:g} | {kind} | {len(kept)} | {mean} | {toks} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from tokenskip.metareason.iterate import iterate
@@ -71,20 +100,23 @@ def main(argv: list[str] | None = None) -> int:
     lines = [x for x in Path(a.data).read_text(encoding="utf-8").splitlines() if x.strip()]
     if len(lines) < a.questions + a.eval:
         raise SystemExit(f"{a.data}: {len(lines)} rows, need --questions + --eval = {a.questions + a.eval}")
-    train, test = str(work / "train.jsonl"), str(work / "eval.jsonl")
+    train, test = str(work / "train.jsonl"), str(work / "eval.jsonl") if a.eval else None
     Path(train).write_text("\n".join(lines[: a.questions]) + "\n", encoding="utf-8")
-    Path(test).write_text("\n".join(lines[a.questions : a.questions + a.eval]) + "\n", encoding="utf-8")
+    if test:
+        Path(test).write_text("\n".join(lines[a.questions : a.questions + a.eval]) + "\n", encoding="utf-8")
     load0, t0 = os.getloadavg(), time.perf_counter()
     print(f"metareason ablation: {a.questions} questions x {a.samples} rollouts, {a.rounds} rounds, eval {a.eval}; "
           f"load average at start {load0[0]:.1f} on {os.cpu_count()} CPUs", flush=True)  # fmt: skip
     results: dict[str, list[dict]] = {}
     times: dict[str, float] = {}
     first: Path | None = None
+    reused = sorted(p for p in Path(a.reuse).iterdir() if p.name.startswith("c=")) if a.reuse else []
     for c in [float(x) for x in a.costs.split(",")]:
         arm = f"c={c:g}"
         t = time.perf_counter()
-        if first is not None:
-            share(first, work / arm)
+        for src in [first, *reused[:1]]:  # this run's first arm, else the reused run's
+            if src is not None:
+                share(src, work / arm)
         first = first or work / arm
         res = iterate(
             out=str(work / arm), dataset=train, limit=a.questions, model=a.model, rounds=a.rounds,
@@ -120,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         + f" (total {(time.perf_counter() - t0) / 60:.1f} min); load average {load0[0]:.1f} at start, "
         f"{load1[0]:.1f} at end, {os.cpu_count()} CPUs."
     )
+    scored = (first / "round-1" / "scored.jsonl") if first else None
+    if scored is not None and scored.exists():
+        grid = [(0.0, "log"), (0.1, "log"), (1.0, "log"), (0.01, "linear"), (0.1, "linear")]
+        footer += "\n\nThe round-1 filter alone, re-priced (same rollouts and likelihoods):\n\n" + refilter(
+            scored, grid
+        )
     table = "\n".join(lines) + "\n" + footer
     print(table)
     (work / "results.md").write_text(table + "\n", encoding="utf-8")

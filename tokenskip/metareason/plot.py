@@ -41,6 +41,7 @@ def plot(summaries: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, (key, title) in zip(axes, (("reward", "mean reward"), ("thought_tokens", "mean thought tokens"),
@@ -53,6 +54,7 @@ def plot(summaries: list[dict[str, Any]], path: Path) -> None:
             ax.plot(*zip(*ev, strict=True), "s--", label="eval (greedy)")
         ax.set_title(title)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if pts or ev:
             ax.legend(fontsize=8)
