@@ -129,6 +129,8 @@ def test_fidelity_end_to_end_on_embedded_model(tmp_path, embedded_model_dir):
     assert set(cells) == {(FULL, 1.0), (NONE, 0.0), ("selfinfo", 0.5), ("random", 0.5), ("truncation", 0.5)}
     assert all(c["n"] == 2 for c in cells.values())
     assert "llmlingua2" in data["skipped_scorers"]  # no weights offline: skipped, not fatal
+    assert sorted(p["scorer"] for p in data["paired"]) == ["selfinfo", "truncation"]  # each vs random
+    assert all(p["n"] == 2 and p["baseline"] == "random" for p in data["paired"])
     assert 0.3 < cells[("truncation", 0.5)]["mean_achieved_ratio"] < 0.7
     assert cells[(NONE, 0.0)]["mean_compressed_tokens"] == 0
     rows = [json.loads(x) for x in (out / "answers" / "truncation@0.5.jsonl").read_text().splitlines()]
@@ -151,3 +153,18 @@ def test_cache_order_puts_prefix_sharing_cells_together():
     cells = [(FULL, 1.0), (NONE, 0.0), ("selfinfo", 0.9), ("truncation", 0.9), ("random", 0.5)]
     got = [c[0] for c in sorted([(n, r, None, None) for n, r in cells], key=cache_order)]
     assert got == [FULL, "truncation", "selfinfo", "random", NONE]
+
+
+def test_mcnemar_and_pairs():
+    from tokenskip.eval.fidelity import mcnemar_exact, paired, paired_markdown
+
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 0) == pytest.approx(2 / 32)
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(2, 10) == mcnemar_exact(10, 2)
+    a = [{"id": i, "correct": c} for i, c in enumerate([True, True, True, False, False])]
+    b = [{"id": i, "correct": c} for i, c in enumerate([True, False, False, True])]  # id 4 not answered
+    p = paired("selfinfo", 0.5, a, "random", b)
+    assert (p["n"], p["only_scorer"], p["only_baseline"]) == (4, 2, 1)
+    assert p["p_value"] == pytest.approx(1.0)
+    assert "| selfinfo | random | 0.5 | 4 | 2 | 1 | 1 |" in paired_markdown([p])

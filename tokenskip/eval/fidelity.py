@@ -128,6 +128,48 @@ def summarize_cell(scorer: str, ratio: float, rows: Sequence[dict[str, Any]]) ->
     }
 
 
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value: the discordant pairs (right under A only vs B only) against a fair
+    coin. 1.0 when there are none."""
+    from math import comb
+
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(
+    scorer: str,
+    ratio: float,
+    rows: Sequence[dict[str, Any]],
+    baseline: str,
+    base_rows: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """``scorer`` against ``baseline`` on the CoTs both answered (same CoTs, same γ): how many only one of
+    them got right, and the exact McNemar p-value of that split."""
+    right = {str(r["id"]): bool(r.get("correct")) for r in rows}
+    base = {str(r["id"]): bool(r.get("correct")) for r in base_rows}
+    common = [i for i in right if i in base]
+    a_only = sum(right[i] and not base[i] for i in common)
+    b_only = sum(base[i] and not right[i] for i in common)
+    return {"scorer": scorer, "baseline": baseline, "ratio": ratio, "n": len(common),
+            "only_scorer": a_only, "only_baseline": b_only, "p_value": mcnemar_exact(a_only, b_only)}  # fmt: skip
+
+
+def paired_markdown(pairs: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of :func:`paired` rows."""
+    lines = ["| scorer | vs | γ | n | right only with scorer | right only with baseline | McNemar p |",
+             "|" + "---|" * 7]  # fmt: skip
+    for p in pairs:
+        lines.append(
+            f"| {p['scorer']} | {p['baseline']} | {p['ratio']:g} | {p['n']} | {p['only_scorer']} | "
+            f"{p['only_baseline']} | {p['p_value']:.3g} |"
+        )
+    return "\n".join(lines)
+
+
 def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 

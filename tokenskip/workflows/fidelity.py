@@ -266,22 +266,31 @@ def render(
     meta: dict[str, Any],
     elapsed: float,
 ) -> list[dict[str, Any]]:
-    """fidelity.md/.json/.png from the answer files (only ids under test count)."""
-    from tokenskip.eval.fidelity import fidelity_markdown, plot_fidelity
+    """fidelity.md/.json/.png from the answer files (only ids under test count), with every scorer paired
+    against ``random`` at the same γ (exact McNemar test on the same CoTs)."""
+    from tokenskip.eval.fidelity import fidelity_markdown, paired, paired_markdown, plot_fidelity
 
     ids = {s["id"] for s in selected}
-    summary = []
+    summary, answered = [], {}
     for name, ratio, _recs, _info in cells:
         path = answers_file(root, name, ratio)
         rows = [r for _, r in read_jsonl(path, on_error="skip")] if path.exists() else []
-        summary.append(summarize_cell(name, ratio, [r for r in rows if str(r["id"]) in ids]))
-    table = fidelity_markdown(summary)
+        answered[name, ratio] = [r for r in rows if str(r["id"]) in ids]
+        summary.append(summarize_cell(name, ratio, answered[name, ratio]))
+    pairs = [
+        paired(name, ratio, rows, "random", answered[("random", ratio)])
+        for (name, ratio), rows in answered.items()
+        if name not in ("random", FULL, NONE) and ("random", ratio) in answered
+    ]
+    table = fidelity_markdown(summary) + ("\n\n" + paired_markdown(pairs) if pairs else "")
     head = (
         f"**{Path(str(meta['model'])).name}** reading its own {len(selected)} correct CoTs "
         f"({'final-answer sentence stripped, ' if meta['strip'] else ''}answer cap {meta['max_new_tokens']} tokens)\n"
     )
     (root / "fidelity.md").write_text(head + "\n" + table + "\n", encoding="utf-8")
-    write_json_atomic(root / "fidelity.json", {"meta": meta, "skipped_scorers": skipped, "cells": summary})
+    write_json_atomic(
+        root / "fidelity.json", {"meta": meta, "skipped_scorers": skipped, "cells": summary, "paired": pairs}
+    )
     plot_fidelity(
         summary, root / "fidelity.png", f"Fidelity: {Path(str(meta['model'])).name} reads compressed CoTs"
     )
