@@ -35,7 +35,7 @@ from tokenskip.inference.runner import check_same_settings, run_records
 from tokenskip.methods import Context, Method, Request
 
 DEFAULT_SCORERS = "selfinfo,selfinfo:qwen2.5-coder-0.5b,random,truncation,llmlingua2?"
-RESUME_KEYS = ("model", "preset", "max_new_tokens", "strip")
+RESUME_KEYS = ("model", "preset", "max_new_tokens", "strip", "dtype")
 
 
 class ForcedAnswer(Method):
@@ -200,6 +200,7 @@ def fidelity(
         "scorers": scorers,
         "selected": len(selected),
         "backend": model.backend,
+        "dtype": model.dtype,
     }
     run_json = root / "run.json"
     if run_json.exists():
