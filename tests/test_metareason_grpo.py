@@ -5,6 +5,8 @@ import math
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 def test_grpo_two_steps(tmp_path):
     from tokenskip.metareason.iterate import iterate

@@ -28,6 +28,7 @@ def _manual_logprob(model, tok, context, answer):
     return sum(float(logp[len(c) + j - 1, t]) for j, t in enumerate(a))
 
 
+@pytest.mark.slow
 def test_batched_equals_unbatched_and_full_forward(model_and_tok):
     model, tok = model_and_tok
     preset = get_preset("default")
@@ -57,6 +58,7 @@ def _write(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+@pytest.mark.slow
 def test_score_cli_and_resume(tmp_path):
     rows = [
         {"id": "a", "question": "Tom has 3 boxes of 12 pencils. How many pencils?", "answer": "36",

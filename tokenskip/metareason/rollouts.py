@@ -6,7 +6,8 @@ it is). Rows gain ``qid``, ``source`` (``sample`` / ``rationalized`` / ``direct`
 
 * ``sample``: the plain prompt, sampled with seed ``seed + k`` (one backend call per k, so the K rollouts of
   a question differ on every backend, vLLM's per-request seeds included);
-* ``rationalized``: the prompt with the hint "(The correct answer is …)" (STaR); the recorded ``prompt`` is
+* ``rationalized``: the prompt with the hint "(The correct answer is …)" (STaR), seed ``seed + 10000 + k``
+  (not the failed sample's, whose random draws it would replay); the recorded ``prompt`` is
   the plain one (what the rollout is scored and trained on), the hinted one is kept as ``hint_prompt``;
 * ``direct``: the prompt followed by the answer cue (the empty thought), greedy, a few tokens; the
   recorded output is the cue plus the answer, so its CoT is empty.
@@ -24,6 +25,9 @@ from tokenskip.metareason.reward import hint_question
 from tokenskip.methods.base import Context, Method, Request
 
 SOURCES = ("sample", "rationalized", "direct")
+# rationalization k samples with seed + RATIONALIZE_SEED + k: the same seed as the failed sample k would replay
+# its random draws, and the hinted prompt, close to the plain one, would often retrace the same wrong path
+RATIONALIZE_SEED = 10_000
 
 
 @dataclass
@@ -107,7 +111,8 @@ class RolloutMethod(Method):
     def generate(
         self, ctx: Context, requests: list[Request], on_text: StreamCallback | None = None
     ) -> list[Generation]:
-        """One backend call per (source, k): direct answers greedy, rollout k with seed ``seed + k``."""
+        """One backend call per (source, k): direct answers greedy, sample k with seed ``seed + k``,
+        rationalization k with ``seed + RATIONALIZE_SEED + k``."""
         groups: dict[tuple[str, int], list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault((r.fields["source"], r.fields["sample"]), []).append(i)
@@ -116,7 +121,9 @@ class RolloutMethod(Method):
             sampling = (
                 replace(ctx.sampling, temperature=0.0)
                 if source == "direct"
-                else replace(ctx.sampling, seed=ctx.sampling.seed + k)
+                else replace(
+                    ctx.sampling, seed=ctx.sampling.seed + k + (RATIONALIZE_SEED if source != "sample" else 0)
+                )
             )
             sub = replace(ctx, sampling=sampling)
             for i, g in zip(idx, super().generate(sub, [requests[i] for i in idx]), strict=True):
