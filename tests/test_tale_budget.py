@@ -7,24 +7,26 @@ import string
 
 import pytest
 
+from tokenskip.inference.budget_search import (
+    BudgetSearch,
+    elasticity_curve,
+    halve,
+    halving_schedule,
+    is_feasible,
+    mean_tokens_by_step,
+    run_search,
+)
 from tokenskip.inference.tale_budget import (
     DEFAULT_FALLBACK_BUDGET,
     DEFAULT_MAX_BUDGET,
     ESTIMATION_INSTRUCTION,
     TEMPLATES,
-    BudgetSearch,
     RegressionEstimator,
     check_budget,
     clamp_budget,
-    elasticity_curve,
     estimation_message,
     get_template,
-    halve,
-    halving_schedule,
-    is_feasible,
-    mean_tokens_by_step,
     parse_budget,
-    run_search,
 )
 
 # ------------------------------------------------------------------------------------------- parser

@@ -21,14 +21,16 @@ from tokenskip.data.jsonl import write_json_atomic
 from tokenskip.errors import UserError
 from tokenskip.grading import grade
 from tokenskip.inference.base import Generator, SamplingConfig
+from tokenskip.inference.budget_search import (
+    BudgetSearch,
+    elasticity_curve,
+    mean_tokens_by_step,
+)
 from tokenskip.inference.runner import run_records
 from tokenskip.inference.tale_budget import (
     DEFAULT_MAX_BUDGET,
     DEFAULT_MIN_BUDGET,
-    BudgetSearch,
-    elasticity_curve,
     get_template,
-    mean_tokens_by_step,
 )
 from tokenskip.methods.tale_ep import _read_traces, chat_prompt, check_bounds, fit_regressor
 

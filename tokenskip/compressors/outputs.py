@@ -1,0 +1,112 @@
+"""The files of a ``tokenskip compress`` run folder: the settings check, the ratio files, merging and the summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from tokenskip.compressors.blocks import iter_rows
+from tokenskip.compressors.sharding import merge_shards, read_ids
+from tokenskip.errors import UserError
+
+CONFIG_FILE = "compress_config.json"
+SUMMARY_FILE = "summary.json"
+
+
+def ratio_file(out: Path, ratio: float) -> Path:
+    from tokenskip.data.prompts import format_ratio
+
+    return out / f"compressed_{format_ratio(ratio)}.jsonl"
+
+
+def _check_config(out: Path, config: dict) -> None:
+    from tokenskip.data.jsonl import write_json_atomic
+
+    path = out / CONFIG_FILE
+    keys = (
+        "scorer",
+        "checkpoint",
+        "mode",
+        "model",
+        "field",
+        "force_tokens",
+        "keep_digits",
+        "drop_consecutive",
+        "seed",
+    )
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = {}
+        diff = [k for k in keys if k in old and old.get(k) != config.get(k)]
+        if diff:
+            raise UserError(
+                f"{out} holds a run with other settings ({', '.join(f'{k}={old[k]!r}' for k in diff)}); "
+                "use another --out to compress with new settings"
+            )
+    write_json_atomic(path, config)
+
+
+def merge_parts(
+    out: Path,
+    parts: list[Path],
+    ratios: list[float],
+    input_path: Path,
+    field: str,
+    on_error: str,
+    limit: int | None,
+) -> None:
+    """Append the parts' rows to ``out``'s ratio files in input order (see :func:`sharding.merge_shards`)."""
+    from tokenskip.data.jsonl import BadLineStats
+
+    def row_ids() -> Iterator[str]:
+        for index, row in enumerate(iter_rows(input_path, field, on_error, BadLineStats())):
+            if limit is not None and index >= limit:
+                return
+            yield row.id
+
+    files = [(ratio_file(out, r), [ratio_file(d, r) for d in parts]) for r in ratios]
+    merge_shards(files, row_ids(), len(parts))
+
+
+def _already_done(out: Path, ratios: list[float]) -> set[str]:
+    return set.intersection(*(read_ids(ratio_file(out, r)) for r in ratios))
+
+
+def summarize(out: Path, ratios: list[float], extra: dict) -> dict:
+    """Mean achieved ratio (and mean |achieved - γ|) per γ, read back from the ratio files."""
+    from tokenskip.data.jsonl import write_json_atomic
+    from tokenskip.data.prompts import format_ratio
+
+    per_ratio = {}
+    for r in ratios:
+        n = empty = 0
+        total = abs_err = orig = comp = 0.0
+        with ratio_file(out, r).open("r", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if not row["original_tokens"]:
+                    empty += 1
+                    continue
+                n += 1
+                total += row["achieved_ratio"]
+                abs_err += abs(row["achieved_ratio"] - r)
+                orig += row["original_tokens"]
+                comp += row["compressed_tokens"]
+        per_ratio[format_ratio(r)] = {
+            "ratio": r,
+            "records": n + empty,
+            "empty_cots": empty,
+            "mean_achieved_ratio": round(total / n, 4) if n else None,
+            "mean_abs_error": round(abs_err / n, 4) if n else None,
+            "token_weighted_ratio": round(comp / orig, 4) if orig else None,
+            "original_tokens": int(orig),
+            "compressed_tokens": int(comp),
+        }
+    summary = {**extra, "ratios": per_ratio}
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    return summary
