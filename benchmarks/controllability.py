@@ -248,7 +248,8 @@ def run_variant(
     from tokenskip.inference import make_generator
     from tokenskip.inference.base import SamplingConfig
     from tokenskip.training.merge import merge
-    from tokenskip.training.sft import SFT_FILE, build_sft
+    from tokenskip.training.sft import build_sft
+    from tokenskip.training.sft_folder import SFT_FILE
     from tokenskip.training.train import train
 
     name = "TELL" if k > 0 else "no TELL" if args.tell > 0 else ""

@@ -62,7 +62,7 @@ def main() -> None:
     from tokenskip.serve.verb import run_app
 
     port, step = int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.02
-    config = ServerConfig(model_name="test-model", shutdown_grace_s=20, batch_size=8)
+    config = ServerConfig(served_model_name="test-model", shutdown_grace_s=20, batch_size=8)
     app = create_app(SlowStreamer(load_tokenizer("smollm2-135m"), step), config)
     run_app(app, "127.0.0.1", port, "warning", config.shutdown_grace_s)
     print("clean exit", flush=True)

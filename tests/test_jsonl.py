@@ -53,3 +53,22 @@ def test_write_jsonl_atomic_leaves_no_temp(tmp_path):
     p = tmp_path / "x.jsonl"
     assert write_jsonl_atomic(p, [{"id": 1}, {"id": 2}]) == 2
     assert [f.name for f in tmp_path.iterdir()] == ["x.jsonl"]
+
+
+def test_atomic_dir_replaces_on_success_and_keeps_the_old_folder_on_error(tmp_path):
+    from tokenskip.data.jsonl import atomic_dir
+
+    out = tmp_path / "model"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+        assert not out.exists()  # nothing visible until the block ends
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "b.txt").write_text("2")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]  # the finished folder is untouched
+    with atomic_dir(out) as tmp:
+        (tmp / "c.txt").write_text("3")
+    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]  # replaced whole, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left

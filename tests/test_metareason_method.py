@@ -46,7 +46,7 @@ def test_direct_prefix_and_training_output():
 
 def test_write_sft_is_what_train_reads(tmp_path):
     from tokenskip.data.prompts import user_message
-    from tokenskip.training.sft import preset_from_info, read_sft_info, user_text
+    from tokenskip.training.sft_folder import preset_from_info, read_sft_info, user_text
 
     p = get_preset("default")
     kept = [{"id": "a#s0", "question": "How many?", "answer": "3", "cot": "1 + 2 = 3."}]
@@ -86,7 +86,7 @@ def test_server_prompt_without_ratio_is_the_ram_prompt(embedded_tokenizer):
     ctx = Context(SimpleNamespace(tokenizer=embedded_tokenizer), preset, SamplingConfig())
     q = "Tom has 3 boxes of 12 pencils. How many pencils?"
     gen = Recorder(embedded_tokenizer)
-    with TestClient(create_app(gen, ServerConfig(model_name="m", preset=preset))) as client:
+    with TestClient(create_app(gen, ServerConfig(served_model_name="m", preset=preset))) as client:
         for extra in ({}, {"method": "ram"}):
             body = {"model": "m", "messages": [{"role": "user", "content": q}], "max_tokens": 8, **extra}
             assert client.post("/v1/chat/completions", json=body).status_code == 200

@@ -57,7 +57,7 @@ def tok():
 def make_client(generator, **cfg):
     from fastapi.testclient import TestClient
 
-    config = ServerConfig(model_name="test-model", **cfg)
+    config = ServerConfig(served_model_name="test-model", **cfg)
     return TestClient(create_app(generator, config))
 
 
@@ -228,7 +228,7 @@ def test_generation_failure_is_500_and_server_survives(tok):
 def test_timeout_is_504_and_queue_full_is_503(tok):
     gate = threading.Event()
     gen = FakeGenerator(tok, gate=gate)
-    with make_client(gen, request_timeout_s=0.3, queue_size=2, batch_size=1) as c:
+    with make_client(gen, request_timeout=0.3, queue_size=2, batch_size=1) as c:
         t0 = time.monotonic()
         r = chat(c)  # the worker blocks on the gate: the request times out
         assert r.status_code == 504 and time.monotonic() - t0 < 5
@@ -389,7 +389,7 @@ def test_openai_client_against_live_server(tok):
     """The official client, unchanged, over real HTTP; extensions go in ``extra_body``."""
     openai = pytest.importorskip("openai")
     gen = FakeGenerator(tok)
-    app = create_app(gen, ServerConfig(model_name="test-model", api_key="k"))
+    app = create_app(gen, ServerConfig(served_model_name="test-model", api_key="k"))
     with live_server(app) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
         assert [m.id for m in client.models.list()] == ["test-model"]

@@ -37,7 +37,7 @@ def tok():
 
 
 def served(gen, **cfg):
-    return live_server(create_app(gen, ServerConfig(model_name="test-model", **cfg)))
+    return live_server(create_app(gen, ServerConfig(served_model_name="test-model", **cfg)))
 
 
 def test_disconnect_mid_stream_stops_its_row_and_frees_the_slot(tok):
@@ -85,7 +85,7 @@ def test_body_over_the_limit_is_413_even_without_content_length(tok):
 def test_draining_server_refuses_new_requests(tok):
     from fastapi.testclient import TestClient
 
-    app = create_app(SlowStreamer(tok), ServerConfig(model_name="test-model"))
+    app = create_app(SlowStreamer(tok), ServerConfig(served_model_name="test-model"))
     with TestClient(app) as c:
         app.state.server.draining = True
         r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": Q}]})
@@ -121,7 +121,7 @@ def test_thinking_budget_and_method_fields(tok):
     gen = FakeBudget(tok, step_s=0.0)
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(gen, ServerConfig(model_name="test-model"))) as c:
+    with TestClient(create_app(gen, ServerConfig(served_model_name="test-model"))) as c:
 
         def chat(**extra):
             body = {"messages": [{"role": "user", "content": Q}], "max_tokens": 20, **extra}

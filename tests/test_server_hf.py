@@ -24,13 +24,13 @@ def server_url():
 
     generator = make_generator("hf", model="smollm2-135m", batch_size=8)
     config = ServerConfig(
-        model_name="smollm2-135m",
+        served_model_name="smollm2-135m",
         queue_size=24,
         batch_size=8,
         max_tokens_limit=64,
         default_max_tokens=16,
         estimate_max_tokens=12,
-        request_timeout_s=300,
+        request_timeout=300,
     )
     with live_server(create_app(generator, config)) as url:
         yield url

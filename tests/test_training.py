@@ -19,12 +19,12 @@ from tokenskip.training.sft import (
     build_mixture,
     build_sft,
     draw_ratios,
-    load_sft,
     read_compressed_dir,
     resolve_sft_preset,
     sft_row,
     to_alpaca,
 )
+from tokenskip.training.sft_folder import load_sft
 from tokenskip.training.train import (
     _RUN_KEYS,
     _sampling_args,

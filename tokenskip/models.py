@@ -130,9 +130,9 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict[str, Any]) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    from tokenskip.data.jsonl import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
         # transformers marks GGUF-loaded models as quantized and refuses to save or train them;
@@ -143,12 +143,6 @@ def convert_gguf(gguf: Path, out_dir: Path, source: dict[str, Any]) -> Path:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         _marker(tmp).write_text(json.dumps(source, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -7,8 +7,11 @@ killed mid-write) is cut off, and the ids already present are reported so the jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +58,24 @@ def read_jsonl(
     from tokenskip.data.inputs import read_jsonl_rows
 
     yield from read_jsonl_rows(check_input_file(path), on_error, stats)
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling folder to fill; when the block ends without error it replaces ``out_dir`` (a
+    previous folder there is removed), otherwise it is deleted: a killed writer never leaves a folder that
+    looks finished."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenskip.data.datasets import Record
-from tokenskip.data.prompts import get_preset, split_cot
+from tokenskip.data.prompts import split_cot
 from tokenskip.errors import UserError
 from tokenskip.inference.base import Generation, Generator, SamplingConfig, StreamCallback
 from tokenskip.methods import Context, Method, Request, get_method
@@ -125,7 +125,7 @@ class ChoiceRun:
     ) -> None:  # fmt: skip
         self.choice, self.config = choice, config
         self.bridge = Bridge(engine, loop)
-        self.ctx = Context(self.bridge, get_preset(config.preset), sampling, model=config.model_name)
+        self.ctx = Context(self.bridge, config.prompt_preset(), sampling, model=config.model_name)
         self.record = Record(rid, choice.question or choice.raw or "", "")
         self.request: Request | None = None
         self.prompt_tokens = 0

@@ -150,7 +150,7 @@ class Responder:
         self.rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         loop = asyncio.get_running_loop()
         self.runs = [ChoiceRun(c, state.engine, loop, state.config, cfg, self.rid) for c in choices]
-        self.deadline = time.monotonic() + state.config.request_timeout_s
+        self.deadline = time.monotonic() + state.config.request_timeout
         state.in_flight += len(self.runs)
         state.runs.update(self.runs)
         self.released = False
@@ -172,7 +172,7 @@ class Responder:
             return await asyncio.wait_for(aw, max(self.deadline - time.monotonic(), 0.001))
         except TimeoutError:
             raise APIError(
-                504, f"request timed out after {self.state.config.request_timeout_s:g}s", code="timeout"
+                504, f"request timed out after {self.state.config.request_timeout:g}s", code="timeout"
             ) from None
         except Aborted:
             raise APIError(

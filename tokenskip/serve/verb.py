@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from tokenskip.args import EngineArgs, ModelArgs, flat_options
@@ -51,45 +52,23 @@ def run_app(app: Any, host: str, port: int, log_level: str = "info", grace_s: fl
     Server(config).run()
 
 
-@flat_options(model=ModelArgs(), engine=EngineArgs())
+@flat_options(model=ModelArgs(), engine=EngineArgs(), server=ServerConfig())
 def serve(
     model: ModelArgs,
     engine: EngineArgs,
+    server: ServerConfig,
     host: str = "127.0.0.1",
     port: int = 8000,
-    api_key: str | None = None,
-    served_model_name: str | None = None,
-    preset: str | None = None,
-    tale_template: str = "tale",
-    batch_size: int = 8,
-    max_prompt_tokens: int = 2048,
-    max_tokens_limit: int = 2048,
-    default_max_tokens: int = 512,
-    queue_size: int = 64,
-    request_timeout: float = 600.0,
-    max_body_bytes: int = 1_000_000,
-    shutdown_grace_s: float = 30.0,
     log_level: str = "info",
 ) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API with TokenSkip's compression_ratio, TALE's token_budget,
-    budget forcing's thinking_budget and any registry method.
+    """Serve a model over an OpenAI-compatible HTTP API, with length-control fields on every request.
+
+    The extension fields: TokenSkip's compression_ratio, TALE's token_budget, budget forcing's thinking_budget
+    and any registry method.
 
     Args:
         host: interface to bind; 127.0.0.1 (default) is reachable from this machine only.
         port: TCP port.
-        api_key: require `Authorization: Bearer KEY` on /v1/*; default: the TOKENSKIP_API_KEY variable.
-        served_model_name: model id reported by /v1/models and expected in requests (default: --model).
-        preset: prompt preset the model was trained with: default or tokenskip. Default: the preset the
-            adapter's (or merged model's) tokenskip_adapter.json records, including its delimiter; else default.
-        tale_template: TALE template for token_budget requests: tale or tale-boxed.
-        batch_size: most requests generated together (hf); most prompts per completions request.
-        max_prompt_tokens: longest accepted prompt, in model tokens (longer -> HTTP 400).
-        max_tokens_limit: largest accepted max_tokens (larger -> HTTP 400).
-        default_max_tokens: max_tokens for requests that send none.
-        queue_size: requests allowed to wait for the model; more -> HTTP 503 with Retry-After.
-        request_timeout: seconds before a request is answered HTTP 504.
-        max_body_bytes: largest accepted request body; larger -> HTTP 413.
-        shutdown_grace_s: on SIGTERM, seconds the requests in flight may take to finish before they are aborted.
         log_level: uvicorn log level (debug, info, warning, error).
     """
     try:
@@ -101,24 +80,14 @@ def serve(
         ) from None
     if not 0 < port < 65536:
         raise UserError(f"--port must be in 1..65535, got {port}")
-    if api_key is None:
-        api_key = os.environ.get(API_KEY_ENV) or None
-    config = ServerConfig(
-        model_name=served_model_name or model.model,
-        preset=model.preset(preset),
-        tale_template=tale_template,
-        api_key=api_key,
-        max_prompt_tokens=max_prompt_tokens,
-        max_tokens_limit=max_tokens_limit,
-        default_max_tokens=default_max_tokens,
-        queue_size=queue_size,
-        batch_size=batch_size,
-        request_timeout_s=request_timeout,
-        max_body_bytes=max_body_bytes,
-        shutdown_grace_s=shutdown_grace_s,
+    config = replace(
+        server,
+        served_model_name=server.served_model_name or model.model,
+        preset=model.preset(server.preset),
+        api_key=server.api_key if server.api_key is not None else (os.environ.get(API_KEY_ENV) or None),
     )
     config.check()
-    if not _is_loopback(host) and api_key is None:
+    if not _is_loopback(host) and config.api_key is None:
         print(f"tokenskip: warning: serving on {host} without an API key: anyone who can reach it can use it")
 
     from tokenskip.serve.app import create_app
@@ -133,14 +102,14 @@ def serve(
         )  # fmt: skip
         close = None
     else:
-        backend = model.open(batch_size, engine)
+        backend = model.open(config.batch_size, engine)
         close = backend.close
     try:
         app = create_app(backend, config)
         print(
             f"tokenskip: serving {config.model_name} ({model.backend}) on http://{host}:{port}/v1", flush=True
         )
-        run_app(app, host, port, log_level, shutdown_grace_s)
+        run_app(app, host, port, log_level, config.shutdown_grace_s)
         print("tokenskip: server stopped", flush=True)
     finally:
         if close is not None:

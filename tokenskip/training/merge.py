@@ -8,13 +8,12 @@ copied along, so the prompt preset and delimiter the model was trained with trav
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tokenskip.data.adapters import ADAPTER_INFO
+from tokenskip.data.jsonl import atomic_dir
 from tokenskip.errors import UserError
 
 
@@ -65,19 +64,11 @@ def merge(
         raise UserError("--out must differ from --adapter")
     base_model, tok = load_model(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     merged = load_adapter(base_model, adapter, merge=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
         info_src = Path(adapter) / ADAPTER_INFO
         if info_src.exists():
             shutil.copyfile(info_src, tmp / ADAPTER_INFO)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     print(f"tokenskip: merged {adapter} into {base}; saved to {out_dir}")
     return {"out": str(out_dir), "base_model": base, "adapter": str(adapter)}

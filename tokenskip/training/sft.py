@@ -37,10 +37,9 @@ from tokenskip.data.prompts import (
 )
 from tokenskip.errors import UserError
 from tokenskip.models import DEFAULT_MODEL, sha256_file
+from tokenskip.training.sft_folder import INFO_FILE, SFT_FILE
 from tokenskip.training.tell import Shuffle, general_count, mix, pick_general, resolve_anchor, tell_summary
 
-SFT_FILE = "sft.jsonl"
-INFO_FILE = "sft_info.json"
 ALPACA_FILE = "alpaca.json"
 COMPRESSED_RE = re.compile(r"^compressed_(\d+(?:\.\d+)?)\.jsonl$")
 
@@ -123,11 +122,6 @@ def thinking_target(output: str, thinking: str, preset: PromptPreset) -> str:
     before = inner[: len(inner) - len(inner.lstrip())]
     end = inner[len(inner.rstrip()) :]
     return lead + before + thinking.strip() + end + preset.think_close + after
-
-
-def user_text(row: dict[str, Any]) -> str:
-    """The user message of an alpaca row, as LLaMA-Factory joins it (``instruction\\ninput``)."""
-    return f"{row['instruction']}\n{row['input']}" if row["instruction"] else row["input"]
 
 
 def read_compressed_dir(
@@ -372,46 +366,3 @@ def build_sft(
     if counts:
         print("tokenskip: notes: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return info
-
-
-def read_sft_info(folder: str | Path) -> dict[str, Any]:
-    """``sft_info.json`` of a build-sft folder, with a UserError if the folder is not one."""
-    import json
-
-    d = Path(folder)
-    if d.is_file() and d.name == SFT_FILE:
-        d = d.parent
-    info_path = d / INFO_FILE
-    if not (d / SFT_FILE).exists() or not info_path.exists():
-        raise UserError(
-            f"--data {folder}: not a `tokenskip build-sft` folder (needs {SFT_FILE} and {INFO_FILE})"
-        )
-    try:
-        return json.loads(info_path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise UserError(f"{info_path}: not valid JSON ({str(e)[:100]})") from None
-
-
-def preset_from_info(info: dict[str, Any]) -> PromptPreset:
-    """The exact prompt preset a build-sft folder was written with (every field, TELL's anchor and the think
-    tags included; folders written before ``preset_fields`` existed: the named preset and the recorded fields)."""
-    if isinstance(info.get("preset_fields"), dict):
-        return PromptPreset.from_dict(info["preset_fields"])
-    return dataclasses.replace(
-        get_preset(info["preset"]),
-        delimiter=info["delimiter"],
-        instruction=info["instruction"],
-        system=info["system"],
-        answer_template=info["answer_template"],
-    )
-
-
-def load_sft(folder: str | Path, on_error: OnError = "raise") -> Any:
-    """A build-sft folder as a ``datasets.Dataset`` (rows of ``sft.jsonl``)."""
-    import datasets
-
-    read_sft_info(folder)
-    d = Path(folder)
-    d = d.parent if d.is_file() else d
-    rows = [row for _, row in read_jsonl(d / SFT_FILE, on_error=on_error)]
-    return datasets.Dataset.from_list(rows)

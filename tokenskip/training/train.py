@@ -34,7 +34,7 @@ from tokenskip.data.prompts import PromptPreset, format_ratio, render_chat, user
 from tokenskip.errors import UserError
 from tokenskip.models import DEFAULT_MODEL, sha256_file
 from tokenskip.training.lora_run import Setup, run_lora, settings_of
-from tokenskip.training.sft import SFT_FILE, preset_from_info, read_sft_info, user_text
+from tokenskip.training.sft_folder import SFT_FILE, preset_from_info, read_sft_info, user_text
 
 IGNORE_INDEX = -100
 
