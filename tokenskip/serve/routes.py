@@ -236,9 +236,12 @@ class Responder:
             while pending:
                 await pieces.wait()
                 done = [t for t in pending if t.done()]  # their text is all in pieces by now: sent first
+                events = []
                 for i, text in pieces.take():  # pieces are already safe increments (TextDeltas in the engine)
                     sent[i].sent += text
-                    yield out.text(i, text)
+                    events.append(out.text(i, text))
+                if events:  # one write for whatever arrived together
+                    yield "".join(events)
                 for task in done:
                     i = pending.pop(task)
                     try:
