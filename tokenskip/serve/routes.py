@@ -152,6 +152,10 @@ class Responder:
             for run in self.runs:
                 run.bridge.abort()  # a no-op for finished runs; stops the rest
 
+    async def stream_ended(self) -> None:
+        """:meth:`release` once the stream is over, as a coroutine (starlette would run a function on a thread)."""
+        self.release()
+
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.state.pool, fn, *args)
 
@@ -192,7 +196,7 @@ class Responder:
                     self.stream(),
                     media_type="text/event-stream",
                     headers=headers,
-                    background=BackgroundTask(self.release),
+                    background=BackgroundTask(self.stream_ended),
                 )
             results = await self.guarded(asyncio.gather(*[self.answer(r) for r in self.runs]))
         except BaseException:
