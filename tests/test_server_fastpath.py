@@ -201,3 +201,18 @@ def test_content_chunks_from_the_template_are_byte_identical_to_the_models(kind)
 def test_a_marker_in_the_model_name_falls_back_to_the_models():
     out = ChunkWriter("chat", "x", 1, "tokenskip-text-7f3a9c")
     assert out.text(0, "hi") == out.chunk(0, "hi")
+
+
+def test_the_guard_is_plain_asgi_and_still_refuses(tok):
+    from fastapi.testclient import TestClient
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    app = create_app(FakeEngine(tok), ServerConfig(served_model_name="test-model", api_key="k"))
+    assert app.user_middleware and not any(m.cls is BaseHTTPMiddleware for m in app.user_middleware)
+    with TestClient(app) as c:
+        assert chat(c).status_code == 401
+        assert chat(c, stream=True).status_code == 401
+        r = c.post("/v1/chat/completions", headers={"Authorization": "Bearer k"}, json={
+            "messages": [{"role": "user", "content": Q}], "max_tokens": 4, "stream": True})  # fmt: skip
+        assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
+        assert c.get("/health").status_code == 200  # not under /v1/: no key needed
