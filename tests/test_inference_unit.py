@@ -18,6 +18,8 @@ from tokenskip.inference.vllm_backend import (
     apply_cpu_env_defaults,
     max_lora_rank_for,
     sampling_kwargs,
+    token_prompt,
+    token_prompts,
     vllm_dtype,
 )
 from tokenskip.methods import Context, get_method
@@ -50,6 +52,25 @@ def test_sampling_kwargs_greedy_and_sampled():
     sampled = sampling_kwargs(SamplingConfig(max_new_tokens=5, temperature=0.7, top_p=0.9, seed=3))
     assert sampled["temperature"] == 0.7 and sampled["top_p"] == 0.9 and sampled["seed"] == 3
     assert "stop" not in sampled
+
+
+def test_token_prompts_tokenize_a_batch_in_one_call_to_the_single_prompt_ids():
+    pytest.importorskip("vllm")
+    from tokenskip.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    calls = []
+
+    def counting(text, **kwargs):
+        calls.append(text)
+        return tok(text, **kwargs)
+
+    prompts = ["<|im_start|>user\nWhat is 2+2?<|im_end|>\n", "short", "é 漢字 " * 40, " lead space"]
+    batch = token_prompts(counting, prompts)
+    assert calls == [prompts] and token_prompts(counting, []) == []
+    assert [b["prompt_token_ids"] for b in batch] == [
+        token_prompt(tok, p)["prompt_token_ids"] for p in prompts
+    ]
 
 
 def test_vllm_dtype():

@@ -183,6 +183,14 @@ def token_prompt(tokenizer: Any, prompt: str) -> Any:
     return TokensPrompt(prompt_token_ids=tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
+def token_prompts(tokenizer: Any, prompts: list[str]) -> list[Any]:
+    """:func:`token_prompt` of every prompt, tokenized in one batched call (the same ids, no padding)."""
+    from vllm.inputs import TokensPrompt
+
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    return [TokensPrompt(prompt_token_ids=i) for i in ids]
+
+
 def to_generation(out: Any, eos: set[int], count_tokens: Any, latency: float, bs: int) -> Generation:
     """A vLLM ``CompletionOutput`` as a :class:`Generation` (EOS not counted, stop strings cut)."""
     ids = list(out.token_ids)
@@ -250,7 +258,7 @@ class VLLMGenerator(Generator):
         """Token-id prompts (tokenized here exactly as the hf backend does) and their SamplingParams."""
         from vllm import SamplingParams
 
-        return [token_prompt(self.tokenizer, p) for p in prompts], SamplingParams(**sampling_kwargs(config))
+        return token_prompts(self.tokenizer, prompts), SamplingParams(**sampling_kwargs(config))
 
     def generate(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
         if not prompts:

@@ -172,6 +172,14 @@ class Method:
         return render_chat(tok, turns, self.preset(ctx.preset))
 
     # ---------------------------------------------------------------------------------- running
+    @property
+    def single_generation(self) -> bool:
+        """Whether a request is one generation of its prompt, kept as it is: no pre-pass (``prepare``), one
+        backend call (``generate``), no change after (``finish``) are the base class's. Only such methods run
+        without a model of their own in the loop, so the server can generate them on its event loop."""
+        cls = type(self)
+        return all(getattr(cls, n) is getattr(Method, n) for n in ("prepare", "generate", "finish"))
+
     def setup(self, records: Sequence[Record]) -> None:
         """Check/load what the method needs for these records, before any model loads (fail fast)."""
 

@@ -79,8 +79,8 @@ def create_app(backend: Generator | Engine, config: ServerConfig, worker: BatchW
     async def _internal(request: Request, exc: Exception):
         return error(500, f"internal error: {type(exc).__name__}")
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
+    def refusal(request: Request) -> Any:
+        """The answer to a /v1/ request refused before any route (API key, draining, declared size)."""
         if request.url.path.startswith("/v1/"):
             if config.api_key is not None:
                 scheme, _, key = request.headers.get("authorization", "").partition(" ")
@@ -95,7 +95,22 @@ def create_app(backend: Generator | Engine, config: ServerConfig, worker: BatchW
             length = request.headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
                 return error(413, f"request body larger than {config.max_body_bytes} bytes")
-        return await call_next(request)
+        return None
 
+    class Guard:
+        """:func:`refusal` as a plain ASGI middleware (a ``BaseHTTPMiddleware`` would relay every streamed
+        chunk through a memory channel and another task)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            refused = refusal(Request(scope)) if scope["type"] == "http" else None
+            if refused is not None:
+                await refused(scope, receive, send)
+            else:
+                await self.inner(scope, receive, send)
+
+    app.add_middleware(Guard)
     register(app, state)
     return app

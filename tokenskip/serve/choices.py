@@ -1,10 +1,14 @@
 """How one choice of a request is answered: its method (from the registry), its prompt (built once), its run.
 
-Methods are synchronous (``prepare`` may generate, e.g. TALE's budget estimate; ``generate`` may call the model
-several times, e.g. budget forcing), so each choice runs its method on a request thread with a
-:class:`Bridge` as the method's generator: every prompt the method generates goes to the server's
-:class:`~tokenskip.serve.engines.Engine` (the hf worker's queue, or vLLM's scheduler) on the event loop, and
-:meth:`Bridge.abort` cancels whatever the choice is generating (client gone, timeout, shutdown).
+The prompt is tokenized once: the length check counts the same token ids the engine is then given.
+
+Most methods only write a prompt and generate it once (:attr:`~tokenskip.methods.base.Method.single_generation`,
+and every raw prompt): such a choice is built and generated on the event loop, straight through the server's
+:class:`~tokenskip.serve.engines.Engine`. The others are synchronous and call the model themselves
+(``prepare`` may generate, e.g. TALE's budget estimate; ``generate`` may call the model several times, e.g.
+budget forcing), so they run on a request thread with a :class:`Bridge` as the method's generator: every
+prompt the method generates goes to the engine on the event loop. Either way :meth:`Bridge.abort` cancels
+whatever the choice is generating (client gone, timeout, shutdown).
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ class Bridge(Generator):
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
         self.engine, self.loop = engine, loop
         self.tokenizer = engine.tokens.tokenizer
-        self._pending: set[concurrent.futures.Future] = set()
+        self.known: dict[str, list[int]] = {}  # token ids of prompts already tokenized (the checked prompt)
+        self._pending: set[concurrent.futures.Future | asyncio.Future] = set()
         self._lock = threading.Lock()
         self.aborted = False
 
     def count_tokens(self, text: str) -> int:
-        return self.engine.tokens.count(text)
+        ids = self.known.get(text)
+        return len(ids) if ids is not None else self.engine.tokens.count(text)
 
     def generate(self, prompts: list[str], config: SamplingConfig) -> list[Generation]:
         return self._run(prompts, config, None)
@@ -64,7 +70,10 @@ class Bridge(Generator):
             futs = [
                 asyncio.run_coroutine_threadsafe(
                     self.engine.generate(
-                        p, config, None if on_text is None else functools.partial(on_text, i)
+                        p,
+                        config,
+                        None if on_text is None else functools.partial(on_text, i),
+                        self.known.get(p),
                     ),
                     self.loop,
                 )
@@ -83,8 +92,29 @@ class Bridge(Generator):
             for f in futs:
                 f.cancel()  # after an error, nothing of this call keeps generating
 
+    async def generate_here(
+        self, prompt: str, config: SamplingConfig, on_text: Callable[[str], None] | None
+    ) -> Generation:
+        """One prompt generated from the event loop itself (no request thread; ``on_text`` runs on the loop)."""
+        if self.aborted:
+            raise Aborted
+        task = asyncio.ensure_future(self.engine.generate(prompt, config, on_text, self.known.get(prompt)))
+        self._pending.add(task)
+        try:
+            return await task  # cancelling the caller cancels the generation too
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.aborted and not (current is not None and current.cancelling()):
+                raise Aborted from None
+            raise
+        except QueueFull as e:
+            raise APIError(503, str(e), code="server_busy") from None
+        finally:
+            self._pending.discard(task)
+
     def abort(self) -> None:
-        """Cancel every generation of this choice, now and later."""
+        """Cancel every generation of this choice, now and later (generations started on the event loop
+        are cancelled only when this is called there, as the server does)."""
         with self._lock:
             self.aborted = True
             for f in self._pending:
@@ -117,7 +147,8 @@ class Choice:
 
 
 class ChoiceRun:
-    """One choice on its request thread: :meth:`prepare` builds the prompt once, :meth:`run` generates."""
+    """One choice: :meth:`prepare` builds the prompt once, :meth:`run` (on a request thread) or, for a
+    :attr:`direct` choice, :meth:`run_here` (on the event loop) generates."""
 
     def __init__(
         self, choice: Choice, engine: Engine, loop: asyncio.AbstractEventLoop, config: ServerConfig,
@@ -129,6 +160,8 @@ class ChoiceRun:
         self.record = Record(rid, choice.question or choice.raw or "", "")
         self.request: Request | None = None
         self.prompt_tokens = 0
+        # one generation of the prompt, nothing that generates in between: no request thread needed
+        self.direct = choice.raw is not None or choice.method.single_generation
 
     def prepare(self) -> None:
         """The method's pre-pass (e.g. TALE's budget estimate) and the prompt, checked against the limit."""
@@ -141,21 +174,24 @@ class ChoiceRun:
                 fields = c.method.prepare(self.ctx, [self.record])[0]
                 prompt = c.method.prompt(self.ctx, c.question, fields, c.history)
                 self.request = Request(prompt, None, fields)
-        self.prompt_tokens = self.check_prompt(self.request.prompt)
+        ids = self.check_prompt(self.request.prompt)
+        self.bridge.known[self.request.prompt] = ids  # the engine gets these ids, not the text again
+        self.prompt_tokens = len(ids)
 
-    def check_prompt(self, prompt: str) -> int:
+    def check_prompt(self, prompt: str) -> list[int]:
+        """The prompt's token ids (tokenized once, here), if it is within the limit."""
         limit, param = self.config.max_prompt_tokens, self.choice.param
         if len(prompt) > limit * 32:  # cheap pre-check before tokenizing huge text
             raise APIError(400, f"prompt longer than {limit} tokens", param, "context_length_exceeded")
-        n = self.bridge.count_tokens(prompt)
-        if n > limit:
+        ids = self.bridge.engine.tokens.ids(prompt)
+        if len(ids) > limit:
             raise APIError(
                 400,
-                f"prompt is {n} tokens; this server accepts at most {limit}",
+                f"prompt is {len(ids)} tokens; this server accepts at most {limit}",
                 param,
                 "context_length_exceeded",
             )
-        return n
+        return ids
 
     def run(self, on_text: Callable[[str], None] | None = None) -> tuple[Generation, int, dict[str, Any]]:
         """Generate the choice; returns ``(generation, prompt tokens, the response's tokenskip info)``."""
@@ -166,6 +202,15 @@ class ChoiceRun:
             (gen,) = m.generate(self.ctx, [req], relay)
             gen, extra = m.finish(self.ctx, self.record, req, gen)
         return gen, self.prompt_tokens, self.info(gen, extra)
+
+    async def run_here(
+        self, on_text: Callable[[str], None] | None = None
+    ) -> tuple[Generation, int, dict[str, Any]]:
+        """:meth:`run` of a :attr:`direct` choice, on the event loop: its one generation goes straight to
+        the engine (what the base ``Method.generate`` does for one request; ``finish`` keeps it as it is)."""
+        assert self.request is not None and self.direct
+        gen = await self.bridge.generate_here(self.request.prompt, self.ctx.sampling, on_text)
+        return gen, self.prompt_tokens, self.info(gen, {})
 
     def info(self, gen: Generation, extra: dict[str, Any]) -> dict[str, Any]:
         m, f = self.choice.method, self.request.fields if self.request else {}

@@ -62,10 +62,15 @@ class Engine(ABC):
 
     @abstractmethod
     async def generate(
-        self, prompt: str, config: SamplingConfig, on_text: TextSink | None = None
+        self,
+        prompt: str,
+        config: SamplingConfig,
+        on_text: TextSink | None = None,
+        ids: list[int] | None = None,
     ) -> Generation:
-        """Generate one prompt; ``on_text`` gets the text as it is produced (any thread). Raises
-        :class:`QueueFull` when there is no room; cancelling the awaiting task aborts the generation."""
+        """Generate one prompt; ``on_text`` gets the text as it is produced (any thread). ``ids`` are the
+        prompt's token ids when the caller has them (``tokens.ids(prompt)``), so it is not tokenized again.
+        Raises :class:`QueueFull` when there is no room; cancelling the awaiting task aborts the generation."""
 
     @abstractmethod
     def stats(self) -> dict[str, Any]:
@@ -105,8 +110,12 @@ class WorkerEngine(Engine):
         return self.worker.depth + n <= self.queue_size
 
     async def generate(
-        self, prompt: str, config: SamplingConfig, on_text: TextSink | None = None
-    ) -> Generation:
+        self,
+        prompt: str,
+        config: SamplingConfig,
+        on_text: TextSink | None = None,
+        ids: list[int] | None = None,
+    ) -> Generation:  # the generator tokenizes its batches itself (padded together): ``ids`` go unused
         job = self.worker.submit_job(prompt, config, on_text)
         try:
             return await asyncio.wrap_future(job.future)

@@ -31,20 +31,18 @@ from tokenskip.serve.protocol import (
     APIError,
     AssistantMessage,
     ChatChoice,
-    ChatChunkChoice,
     ChatCompletion,
     ChatCompletionRequest,
     Completion,
     CompletionChoice,
     CompletionRequest,
-    Delta,
     ModelCard,
     ModelList,
     OpenAIRequest,
-    StreamChunk,
     Usage,
     now,
 )
+from tokenskip.serve.stream import ChunkWriter, Pieces, sse
 
 R = TypeVar("R", bound=OpenAIRequest)
 
@@ -130,15 +128,6 @@ def sampling(req: OpenAIRequest, config: ServerConfig, engine: Engine) -> Sampli
     return SamplingConfig(max_tokens, temperature, top_p, seed, req.stop_strings(), req.ignore_eos)
 
 
-def sse(chunk: Any) -> str:
-    body = (
-        chunk.model_dump_json()
-        if hasattr(chunk, "model_dump_json")
-        else json.dumps(chunk, ensure_ascii=False)
-    )
-    return f"data: {body}\n\n"
-
-
 class Responder:
     """Runs the choices of one request and writes its response (JSON, or an SSE stream)."""
 
@@ -163,8 +152,23 @@ class Responder:
             for run in self.runs:
                 run.bridge.abort()  # a no-op for finished runs; stops the rest
 
+    async def stream_ended(self) -> None:
+        """:meth:`release` once the stream is over, as a coroutine (starlette would run a function on a thread)."""
+        self.release()
+
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.state.pool, fn, *args)
+
+    async def prepare(self, run: ChoiceRun) -> None:
+        """Build and check the choice's prompt: on the event loop when it needs no generation."""
+        if run.direct:
+            run.prepare()
+        else:
+            await self.call(run.prepare)
+
+    def answer(self, run: ChoiceRun, on_text: Callable[[str], None] | None = None) -> Awaitable[Any]:
+        """Generate the choice: a direct one from the event loop, the others on a request thread."""
+        return run.run_here(on_text) if run.direct else self.call(run.run, on_text)
 
     async def guarded(self, aw: Awaitable[Any]) -> Any:
         """``aw`` within the request's deadline; model errors are 500s, a timeout 504."""
@@ -185,16 +189,16 @@ class Responder:
 
     async def respond(self) -> Any:
         try:
-            await self.guarded(asyncio.gather(*[self.call(r.prepare) for r in self.runs]))
+            await self.guarded(asyncio.gather(*[self.prepare(r) for r in self.runs]))
             if self.req.stream:
                 headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
                 return StreamingResponse(  # release: also if the stream never starts (client gone)
                     self.stream(),
                     media_type="text/event-stream",
                     headers=headers,
-                    background=BackgroundTask(self.release),
+                    background=BackgroundTask(self.stream_ended),
                 )
-            results = await self.guarded(asyncio.gather(*[self.call(r.run) for r in self.runs]))
+            results = await self.guarded(asyncio.gather(*[self.answer(r) for r in self.runs]))
         except BaseException:
             self.release()
             raise
@@ -217,55 +221,32 @@ class Responder:
         info = [r[2] for r in results] if len(results) > 1 else results[0][2]
         return Completion(id=self.rid, model=name, choices=choices, usage=usage, tokenskip=info)
 
-    def chunk(self, i: int, text: str, finish: str | None = None, info: dict | None = None) -> str:
-        if self.kind == "chat":
-            delta = Delta(content=text) if finish is None else Delta()
-            choice: Any = ChatChunkChoice(index=i, delta=delta, finish_reason=finish)
-        else:
-            choice = CompletionChoice(index=i, text=text, finish_reason=finish)
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        model = self.state.config.model_name
-        return sse(
-            StreamChunk(
-                id=self.rid, object=obj, created=self.created, model=model, choices=[choice], tokenskip=info
-            )
-        )
-
     async def stream(self) -> AsyncIterator[str]:
         """SSE events: a content chunk per piece of text as it arrives, then each choice's finish chunk."""
-        self.created = now()
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue = asyncio.Queue()
-
-        def sink(i: int) -> Callable[[str], None]:  # called on any thread: hand the text to the event loop
-            return lambda text: loop.call_soon_threadsafe(pieces.put_nowait, (i, text))
-
+        out = ChunkWriter(self.kind, self.rid, now(), self.state.config.model_name)
+        pieces = Pieces(asyncio.get_running_loop())
         tasks = [
-            asyncio.ensure_future(self.guarded(self.call(r.run, sink(i)))) for i, r in enumerate(self.runs)
+            asyncio.ensure_future(self.guarded(self.answer(r, pieces.sink(i))))
+            for i, r in enumerate(self.runs)
         ]
+        for task in tasks:
+            task.add_done_callback(pieces.wake)
         pending = {task: i for i, task in enumerate(tasks)}
         sent = [TextDeltas() for _ in tasks]  # what each choice has streamed, to send the rest at its end
-        getter: asyncio.Future | None = None
         try:
             if self.kind == "chat":
-                role = ChatChunkChoice(index=0, delta=Delta(role="assistant", content=""))
-                yield sse(StreamChunk(id=self.rid, object="chat.completion.chunk", created=self.created,
-                                      model=self.state.config.model_name, choices=[role]))  # fmt: skip
+                yield out.role()
             total_p = total_c = 0
             while pending:
-                if getter is None:
-                    getter = asyncio.ensure_future(pieces.get())
-                await asyncio.wait([getter, *pending], return_when=asyncio.FIRST_COMPLETED)
-                items = []
-                if getter.done():
-                    items.append(getter.result())
-                    getter = None
-                while not pieces.empty():  # text queued before a task finished is sent before its end
-                    items.append(pieces.get_nowait())
-                for i, text in items:  # pieces are already safe increments (TextDeltas in the engine)
+                await pieces.wait()
+                done = [t for t in pending if t.done()]  # their text is all in pieces by now: sent first
+                events = []
+                for i, text in pieces.take():  # pieces are already safe increments (TextDeltas in the engine)
                     sent[i].sent += text
-                    yield self.chunk(i, text)
-                for task in [t for t in pending if t.done()]:
+                    events.append(out.text(i, text))
+                if events:  # one write for whatever arrived together
+                    yield "".join(events)
+                for task in done:
                     i = pending.pop(task)
                     try:
                         gen, n_prompt, info = task.result()
@@ -275,16 +256,12 @@ class Responder:
                     total_p, total_c = total_p + n_prompt, total_c + gen.num_tokens
                     rest = sent[i].finish(gen.text)
                     if rest:
-                        yield self.chunk(i, rest)
-                    yield self.chunk(i, "", gen.finish_reason, info)
+                        yield out.text(i, rest)
+                    yield out.chunk(i, "", gen.finish_reason, info)
             if self.req.include_usage:
-                yield sse(StreamChunk(id=self.rid, object="chat.completion.chunk" if self.kind == "chat" else
-                                      "text_completion", created=self.created, model=self.state.config.model_name,
-                                      choices=[], usage=Usage.of(total_p, total_c)))  # fmt: skip
+                yield out.event([], usage=Usage.of(total_p, total_c))
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects: abort what is still generating
-            if getter is not None:
-                getter.cancel()
             for task in tasks:
                 task.cancel()
             self.release()

@@ -81,15 +81,20 @@ class VLLMEngine(Engine):
         return self.active + n <= self.max_active
 
     async def generate(
-        self, prompt: str, config: SamplingConfig, on_text: TextSink | None = None
+        self,
+        prompt: str,
+        config: SamplingConfig,
+        on_text: TextSink | None = None,
+        ids: list[int] | None = None,
     ) -> Generation:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         if self.llm is None or not self.has_room(1):
             raise QueueFull(f"server busy: {self.active} requests in the engine")
         params = SamplingParams(**sampling_kwargs(config), output_kind=RequestOutputKind.DELTA)
-        inputs = token_prompt(self.tokens, prompt)
+        inputs = token_prompt(self.tokens, prompt) if ids is None else TokensPrompt(prompt_token_ids=ids)
         deltas = TextDeltas(config.stop)
         text, ids, last = "", [], None
         batch = self.active + 1
