@@ -53,7 +53,7 @@ def test_two_rounds_on_one_vllm_engine_with_each_new_adapter(tmp_path, monkeypat
     out = tmp_path / "run"
     res = iterate(
         out=str(out), backend="vllm", dataset="sample", limit=3, samples=2, rounds=2, max_new_tokens=MAX_NEW,
-        direct_tokens=8, max_steps=2, learning_rate=1e-2, device="cpu", max_model_len=512, eval_dataset="sample",
+        direct_tokens=8, max_steps=2, learning_rate=2e-3, device="cpu", max_model_len=512, eval_dataset="sample",
         eval_limit=2, plot=False,
     )  # fmt: skip
     monkeypatch.undo()

@@ -16,7 +16,9 @@ the base model):
 8. ``summary.json``, written last: the round's figures (a round with it is done).
 
 Steps 1-4 and 7 go through the one resumable runner, so a killed run loses at most a batch and re-running
-the same command continues at the step where it stopped. ``OUT/summary.json`` and ``OUT/metareason.png`` (mean
+the same command continues at the step where it stopped. Generation goes through
+:class:`~tokenskip.metareason.engines.Generators` (vLLM: one engine for the whole run, each round's adapter
+switched in per request). ``OUT/summary.json`` and ``OUT/metareason.png`` (mean
 reward, mean thought tokens and accuracy per round) are rewritten after every round.
 """
 
