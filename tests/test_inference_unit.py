@@ -46,6 +46,36 @@ def test_adapter_rank_and_vllm_max_lora_rank(tmp_path):
         adapter_rank(str(tmp_path))
 
 
+@pytest.mark.slow  # imports vLLM (10-70 s)
+def test_vllm_adapters_switch_per_request_with_their_own_lora_id(tmp_path):
+    """One LoRA-enabled engine serves adapter after adapter (metareason iterate's rounds): each folder gets
+    its own id and name (vLLM caches by id and compares by name), a rank over the engine's is refused."""
+    pytest.importorskip("vllm")
+    from tokenskip.inference.vllm_backend import VLLMGenerator, build_engine_kwargs
+
+    kw, _ = build_engine_kwargs("smollm2-135m", device="cpu", max_lora_rank=8)
+    assert kw["enable_lora"] is True and kw["max_lora_rank"] == 8
+    assert "enable_lora" not in build_engine_kwargs("smollm2-135m", device="cpu")[0]
+    folders = []
+    for name, r in (("round-1", 8), ("round-2", 4), ("big", 16)):
+        (tmp_path / name / "adapter").mkdir(parents=True)
+        (tmp_path / name / "adapter" / "adapter_config.json").write_text(json.dumps({"r": r}))
+        folders.append(str(tmp_path / name / "adapter"))
+    gen = VLLMGenerator.__new__(VLLMGenerator)  # no engine: only the adapter bookkeeping
+    gen.engine_kwargs, gen._lora_ids = kw, {}
+    seen = []
+    for adapter in (folders[0], None, folders[1], folders[0]):
+        gen.set_adapter(adapter)
+        seen.append(gen.lora_request and (gen.lora_request.lora_int_id, gen.lora_request.lora_name))
+    assert seen == [(1, "adapter"), None, (2, "adapter-2"), (1, "adapter")]
+    assert gen.lora_request.lora_path == folders[0]
+    with pytest.raises(UserError, match="rank 16 does not fit this vLLM engine"):
+        gen.set_adapter(folders[2])
+    gen.engine_kwargs = {}
+    with pytest.raises(UserError, match="started without LoRA"):
+        gen.set_adapter(folders[0])
+
+
 def test_sampling_kwargs_greedy_and_sampled():
     greedy = sampling_kwargs(SamplingConfig(max_new_tokens=7, stop=("\n\n",)))
     assert greedy == {"max_tokens": 7, "skip_special_tokens": True, "temperature": 0.0, "stop": ["\n\n"]}

@@ -88,9 +88,14 @@ class ModelArgs:
         return resolve_preset(name, self.adapter, self.model)
 
     def open(
-        self, batch_size: int, engine: EngineArgs | None = None, adapter: str | None | bool = True
+        self,
+        batch_size: int,
+        engine: EngineArgs | None = None,
+        adapter: str | None | bool = True,
+        lora_rank: int | None = None,
     ) -> Any:
-        """The :class:`~tokenskip.inference.base.Generator` for this model (``adapter=None``: without it)."""
+        """The :class:`~tokenskip.inference.base.Generator` for this model (``adapter=None``: without it).
+        ``lora_rank`` (vllm): start the engine with LoRA up to that rank, so ``set_adapter`` can switch."""
         from tokenskip.inference import make_generator
 
         e = engine or EngineArgs()
@@ -105,6 +110,8 @@ class ModelArgs:
         }
         if self.backend == "vllm":
             kwargs.update(tensor_parallel_size=e.tensor_parallel_size, max_model_len=e.max_model_len)
+            if lora_rank:
+                kwargs["max_lora_rank"] = lora_rank
         return make_generator(self.backend, **kwargs)
 
 

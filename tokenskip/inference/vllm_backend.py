@@ -115,6 +115,7 @@ def build_engine_kwargs(
     seed: int = 0,
     trust_remote_code: bool = False,
     extra: dict[str, Any] | None = None,
+    max_lora_rank: int | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """``(vLLM engine arguments, on_cpu)`` for a model: the one place both the offline ``vllm.LLM`` backend
     and the server's ``AsyncLLM`` engine get their settings (CPU defaults, dtype, LoRA, parallelism).
@@ -129,6 +130,8 @@ def build_engine_kwargs(
         enforce_eager: disable CUDA graphs / compilation; default True on CPU, False on GPU.
         seed: engine seed.
         extra: any other engine argument, passed through.
+        max_lora_rank: enable LoRA for adapters up to this rank even without ``adapter`` (adapters are then
+            chosen per request, :meth:`VLLMGenerator.set_adapter`).
     """
     try:
         import vllm  # noqa: F401
@@ -160,20 +163,22 @@ def build_engine_kwargs(
         kwargs["max_model_len"] = max_model_len
     if max_num_seqs is not None:
         kwargs["max_num_seqs"] = max_num_seqs
-    if adapter:
-        rank = adapter_rank(adapter)
+    if adapter or max_lora_rank:
+        rank = max(adapter_rank(adapter) if adapter else 1, max_lora_rank or 1)
         kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max_lora_rank_for(rank))
     kwargs.update(extra or {})
     return kwargs, on_cpu
 
 
-def lora_request_for(adapter: str | None) -> Any:
-    """The ``LoRARequest`` of an adapter folder (None without one)."""
+def lora_request_for(adapter: str | None, lora_id: int = 1) -> Any:
+    """The ``LoRARequest`` of an adapter folder (None without one). vLLM tells adapters apart by name and
+    caches them by id, so a second adapter of one engine needs a new ``lora_id`` (its name then carries it)."""
     if not adapter:
         return None
     from vllm.lora.request import LoRARequest
 
-    return LoRARequest(Path(adapter).name or "adapter", 1, str(Path(adapter).resolve()))
+    name = Path(adapter).name or "adapter"
+    return LoRARequest(name if lora_id == 1 else f"{name}-{lora_id}", lora_id, str(Path(adapter).resolve()))
 
 
 def token_prompt(tokenizer: Any, prompt: str) -> Any:
@@ -218,7 +223,7 @@ class VLLMGenerator(Generator):
         batch_size: accepted for interface compatibility; vLLM schedules every prompt of a call
             continuously (up to ``max_num_seqs`` at once).
         options: engine settings (dtype, device, tensor_parallel_size, max_model_len, max_num_seqs,
-            gpu_memory_utilization, enforce_eager, seed), see :func:`build_engine_kwargs`.
+            gpu_memory_utilization, enforce_eager, seed, max_lora_rank), see :func:`build_engine_kwargs`.
         trust_remote_code: allow custom model code from the hub (off by default).
         engine_kwargs: any other ``vllm.LLM`` argument, passed through.
     """
@@ -242,7 +247,6 @@ class VLLMGenerator(Generator):
         )
         self.model_path = kwargs["model"]
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
-        self.adapter = adapter
         self.engine_kwargs = kwargs
 
         from vllm import LLM
@@ -251,8 +255,31 @@ class VLLMGenerator(Generator):
             self.llm = LLM(**kwargs)
         except (ValueError, OSError) as e:
             raise UserError(f"vLLM could not load '{model}': {first_line(e)}") from None
-        self.lora_request = lora_request_for(adapter)
+        self._lora_ids: dict[str, int] = {}
+        self.lora_request = None
+        self.set_adapter(adapter)
         self._eos = self.eos_ids()
+
+    def set_adapter(self, adapter: str | None) -> None:
+        """Generate with ``adapter`` (None: the base model) from now on, on the same engine.
+
+        The engine must have been started with LoRA (an ``adapter`` or ``max_lora_rank``). Each adapter folder
+        gets its own LoRA id, so vLLM loads a new one on its first request instead of reusing a cached one.
+        """
+        if adapter:
+            rank = adapter_rank(adapter)
+            limit = self.engine_kwargs.get("max_lora_rank", 0) if self.engine_kwargs.get("enable_lora") else 0
+            if rank > limit:
+                raise UserError(
+                    f"--adapter {adapter}: rank {rank} does not fit this vLLM engine "
+                    f"({f'LoRA up to rank {limit}' if limit else 'started without LoRA'})"
+                )
+            key = str(Path(adapter).resolve())
+            self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+            self.lora_request = lora_request_for(adapter, self._lora_ids[key])
+        else:
+            self.lora_request = None
+        self.adapter = adapter
 
     def _requests(self, prompts: list[str], config: SamplingConfig) -> tuple[list[Any], Any]:
         """Token-id prompts (tokenized here exactly as the hf backend does) and their SamplingParams."""

@@ -4,9 +4,11 @@ Each round trains the LoRA adapter for ``--grpo_steps`` steps: every step sample
 for each of ``--train_batch_size`` questions and scores each completion with the same reward as expert
 iteration (``log((p(y*|x,z)+ε)/(p(y*|x,∅)+ε)) − c·log(1+|z|)``), the likelihoods taken from the policy being
 trained (in eval mode, without gradients). Round r continues the adapter of round r−1. Every scored
-completion is appended to ``round-r/grpo_rollouts.jsonl``; the trainer checkpoints into
-``round-r/checkpoints`` and a re-run resumes from the last complete one; the adapter (with the prompt preset
-recorded, so ``ram`` serves it with the training prompt) goes to ``round-r/adapter``.
+completion is appended to ``round-r/grpo_rollouts.jsonl`` with ``grpo_step``, the step it trains; the trainer
+checkpoints into ``round-r/checkpoints`` after every step, and a re-run resumes from the last complete one
+(the rollouts logged after it are dropped: those steps run again) or, when the adapter is finished, does
+not train again. The adapter (with the prompt preset recorded, so ``ram`` serves it with the training
+prompt) goes to ``round-r/adapter``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ import shutil
 from typing import Any
 
 from tokenskip.data.adapters import ADAPTER_INFO
-from tokenskip.data.jsonl import read_jsonl, write_json_atomic
+from tokenskip.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from tokenskip.data.prompts import format_prompt, split_answer
 from tokenskip.grading import grade
 from tokenskip.metareason.reward import RewardConfig, summarize
 from tokenskip.metareason.score import Scorer
 
 
-def make_reward_func(scorer: Scorer, log_path: Any = None) -> Any:
-    """A trl reward function (``prompts, completions, answer, task, **kwargs -> list[float]``) on ``scorer``."""
+def make_reward_func(scorer: Scorer, log_path: Any = None, step: Any = None) -> Any:
+    """A trl reward function (``prompts, completions, answer, task, **kwargs -> list[float]``) on ``scorer``;
+    each logged row records ``grpo_step``, the 1-based optimizer step it trains (``step()``)."""
     counter = [0]
 
     def ram_reward(
@@ -44,9 +47,10 @@ def make_reward_func(scorer: Scorer, log_path: Any = None) -> Any:
         finally:
             model.train(was_training)
         if log_path is not None:
+            tag = {"source": "sample", **({"grpo_step": step()} if step is not None else {})}
             with open(log_path, "a", encoding="utf-8") as f:
                 for s in scored:
-                    f.write(json.dumps({**s, "source": "sample"}, ensure_ascii=False) + "\n")
+                    f.write(json.dumps({**s, **tag}, ensure_ascii=False) + "\n")
         return [float(s["reward"]) for s in scored]
 
     return ram_reward
@@ -57,23 +61,38 @@ def grpo_round(
     learning_rate: float, steps: int, cutoff: int, questions_per_step: int,
 ) -> dict[str, Any]:  # fmt: skip
     """One GRPO round into ``rnd`` (see the module doc); returns the round's summary."""
+    if samples < 2:
+        from tokenskip.errors import UserError
+
+        raise UserError("--algorithm grpo needs --samples >= 2 (advantages are relative to the group)")
+    log_path = rnd.path("grpo_rollouts.jsonl")
+    if not (rnd.new_adapter / ADAPTER_INFO).exists():  # written last: a finished adapter is not trained again
+        _train(rnd, records, model, sampling, lora, cfg, preset, samples, learning_rate, steps,
+               questions_per_step)  # fmt: skip
+    scored = [r for _, r in read_jsonl(log_path)] if log_path.exists() else []
+    return {"round": rnd.r, "generated_with": rnd.adapter, "algorithm": "grpo", "steps": steps,
+            **summarize(scored)}  # fmt: skip
+
+
+def _train(
+    rnd: Any, records: list, model: Any, sampling: Any, lora: Any, cfg: RewardConfig, preset: Any, samples: int,
+    learning_rate: float, steps: int, questions_per_step: int,
+) -> None:  # fmt: skip
+    """GRPO on the round's questions, checkpointed every step; resumes from the last complete checkpoint."""
     import datasets
     import torch
     from peft import PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from tokenskip.models import load_tokenizer, resolve_device, resolve_dtype, resolve_model
     from tokenskip.training.runs import last_complete_checkpoint, lora_config
 
-    if samples < 2:
-        from tokenskip.errors import UserError
-
-        raise UserError("--algorithm grpo needs --samples >= 2 (advantages are relative to the group)")
     dev = resolve_device(model.device)
     dtype = resolve_dtype(model.dtype, dev)
     tok = load_tokenizer(model.model)
     base = AutoModelForCausalLM.from_pretrained(resolve_model(model.model), dtype=dtype)
+    set_seed(sampling.seed + rnd.r)  # the new adapter's initial weights: the same in every run
     if rnd.adapter:
         policy = PeftModel.from_pretrained(base, rnd.adapter, is_trainable=True)
     else:
@@ -81,23 +100,24 @@ def grpo_round(
                                                   lora.target_modules))  # fmt: skip
     rows = [{"prompt": format_prompt(tok, r.question, None, preset), "answer": r.answer, "task": r.task}
             for r in records]  # fmt: skip
-    log_path = rnd.path("grpo_rollouts.jsonl")
-    ckpt_dir = rnd.path("checkpoints")
+    log_path, ckpt_dir = rnd.path("grpo_rollouts.jsonl"), rnd.path("checkpoints")
     resume = last_complete_checkpoint(ckpt_dir)
-    if resume is None and log_path.exists():
-        log_path.unlink()  # rollouts of an interrupted start without a checkpoint are redone
+    _keep_logged_steps(log_path, int(resume.name.split("-")[-1]) if resume else 0)
     args = GRPOConfig(
         output_dir=str(ckpt_dir), num_generations=samples, per_device_train_batch_size=samples * questions_per_step,
         max_completion_length=sampling.max_new_tokens, temperature=sampling.temperature or 1.0,
-        top_p=sampling.top_p, learning_rate=learning_rate, max_steps=steps, logging_steps=1, save_steps=10,
+        top_p=sampling.top_p, learning_rate=learning_rate, max_steps=steps, logging_steps=1, save_steps=1,
         save_total_limit=1, report_to="none", beta=0.0, seed=sampling.seed + rnd.r, use_cpu=dev == "cpu",
         bf16=dtype == torch.bfloat16, disable_tqdm=True, log_completions=False,
     )  # fmt: skip
     scorer = Scorer(policy, tok, preset, cfg, cache_direct=False)  # the policy changes every step
+    trainers: list = []  # the reward function tags each logged rollout with the step it trains
+    reward = make_reward_func(scorer, log_path, step=lambda: trainers[0].state.global_step + 1)
     trainer = GRPOTrainer(
-        model=policy, reward_funcs=[make_reward_func(scorer, log_path)], args=args,
-        train_dataset=datasets.Dataset.from_list(rows), processing_class=tok,
+        model=policy, reward_funcs=[reward], args=args, train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tok,
     )  # fmt: skip
+    trainers.append(trainer)
     scorer.model = trainer.model
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     out = rnd.new_adapter
@@ -110,6 +130,12 @@ def grpo_round(
                                           "preset": preset.to_dict(), "ratios": [1.0], "steps": steps,
                                           "cost": cfg.cost, "cost_kind": cfg.cost_kind})  # fmt: skip
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    scored = [r for _, r in read_jsonl(log_path)] if log_path.exists() else []
-    return {"round": rnd.r, "generated_with": rnd.adapter, "algorithm": "grpo", "steps": steps,
-            **summarize(scored)}  # fmt: skip
+
+
+def _keep_logged_steps(log_path: Any, done: int) -> None:
+    """Resuming after step ``done`` (0: from the start): drop the logged rollouts of later steps (they are
+    generated again) and a half-written last line."""
+    if not log_path.exists():
+        return
+    rows = [r for _, r in read_jsonl(log_path, on_error="skip") if done and r.get("grpo_step", 0) <= done]
+    write_jsonl_atomic(log_path, rows)

@@ -16,7 +16,9 @@ the base model):
 8. ``summary.json``, written last: the round's figures (a round with it is done).
 
 Steps 1-4 and 7 go through the one resumable runner, so a killed run loses at most a batch and re-running
-the same command continues at the step where it stopped. ``OUT/summary.json`` and ``OUT/metareason.png`` (mean
+the same command continues at the step where it stopped. Generation goes through
+:class:`~tokenskip.metareason.engines.Generators` (vLLM: one engine for the whole run, each round's adapter
+switched in per request). ``OUT/summary.json`` and ``OUT/metareason.png`` (mean
 reward, mean thought tokens and accuracy per round) are rewritten after every round.
 """
 
@@ -31,6 +33,7 @@ from tokenskip.args import DataArgs, EngineArgs, LoRAArgs, ModelArgs, SamplingAr
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from tokenskip.errors import UserError
 from tokenskip.inference.runner import check_same_settings, run_records
+from tokenskip.metareason.engines import Generators
 from tokenskip.metareason.reward import CostKind, RewardConfig, select, summarize
 from tokenskip.metareason.rollouts import (
     RolloutMethod,
@@ -39,7 +42,6 @@ from tokenskip.metareason.rollouts import (
     sample_items,
     training_output,
 )
-from tokenskip.methods import Context
 
 Algorithm = Literal["expert-iteration", "grpo"]
 RUN_FILE = "run.json"
@@ -194,108 +196,85 @@ def iterate(
 
     t0 = time.perf_counter()
     summaries: list[dict[str, Any]] = []
-    if eval_records:
-        summaries.append(
-            _round0(run_dir, model, eval_records, sampling, prompt_preset, cfg, score_batch_size)
-        )
+    gens = Generators(model, engine, prompt_preset, lora.lora_rank)
     adapter = model.adapter
-    for r in range(1, rounds + 1):
-        rnd = Round(run_dir, r, adapter)
-        if not rnd.done():
-            print(
-                f"tokenskip: metareason round {r}/{rounds} ({algorithm}, c={cost}, {cost_kind} cost)",
-                flush=True,
-            )
-            if algorithm == "grpo":
-                from tokenskip.metareason.grpo import grpo_round
+    try:
+        if eval_records:
+            summaries.append(_round0(run_dir, gens, model, eval_records, sampling, cfg, score_batch_size))
+        for r in range(1, rounds + 1):
+            rnd = Round(run_dir, r, adapter)
+            if not rnd.done():
+                print(f"tokenskip: metareason round {r}/{rounds} ({algorithm}, c={cost}, {cost_kind} cost)",
+                      flush=True)  # fmt: skip
+                if algorithm == "grpo":
+                    from tokenskip.metareason.grpo import grpo_round
 
-                summary = grpo_round(rnd, records, model, sampling, lora, cfg, prompt_preset, samples,
-                                     learning_rate, grpo_steps, cutoff, train_batch_size)  # fmt: skip
-            else:
-                summary = _expert_round(
-                    rnd, records, model, sampling, engine, lora, cfg, prompt_preset, samples, rationalize, direct,
-                    direct_tokens, learning_rate, epochs, max_steps, train_batch_size, grad_accum, cutoff,
-                    score_batch_size,
-                )  # fmt: skip
-            if eval_records:
-                trained = str(rnd.new_adapter) if summary.get("trained", True) else adapter
-                summary["eval"] = _evaluate(rnd.path("eval.jsonl"), model, trained, eval_records,
-                                            sampling, prompt_preset, cfg, score_batch_size)  # fmt: skip
-            summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
-            write_json_atomic(rnd.path("summary.json"), summary)
-        summaries.append(json.loads(rnd.path("summary.json").read_text(encoding="utf-8")))
-        write_outputs(run_dir, summaries, plot)
-        if summaries[-1].get("trained", True):
-            adapter = str(rnd.new_adapter)
+                    gens.release()
+                    summary = grpo_round(rnd, records, model, sampling, lora, cfg, prompt_preset, samples,
+                                         learning_rate, grpo_steps, cutoff, train_batch_size)  # fmt: skip
+                else:
+                    summary = _expert_round(
+                        rnd, gens, records, model, sampling, lora, cfg, prompt_preset, samples, rationalize,
+                        direct, direct_tokens, learning_rate, epochs, max_steps, train_batch_size, grad_accum,
+                        cutoff, score_batch_size,
+                    )  # fmt: skip
+                if eval_records:
+                    trained = str(rnd.new_adapter) if summary.get("trained", True) else adapter
+                    summary["eval"] = _evaluate(rnd.path("eval.jsonl"), gens, model, trained, eval_records,
+                                                sampling, prompt_preset, cfg, score_batch_size)  # fmt: skip
+                summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                write_json_atomic(rnd.path("summary.json"), summary)
+            summaries.append(json.loads(rnd.path("summary.json").read_text(encoding="utf-8")))
+            write_outputs(run_dir, summaries, plot)
+            if summaries[-1].get("trained", True):
+                adapter = str(rnd.new_adapter)
+    finally:
+        gens.close()
     print(f"tokenskip: metareason done: {rounds} round(s) -> {run_dir} (adapter {adapter})")
     return {"rounds": summaries, "adapter": adapter}
 
 
-def _context(model: ModelArgs, sampling: SamplingArgs, engine: EngineArgs, preset: Any, adapter: str | None):
-    batch = sampling.batch(model.backend)
-    return Context(
-        model.open(batch, engine, adapter=adapter or None), preset, sampling.config(), model=model.model
-    )
-
-
-def _generate(ctx_holder: list, make_ctx, method: RolloutMethod, items: list, path: Path, batch: int, desc: str,
-              adapter: str | None = None):  # fmt: skip
-    def step(b: list) -> list[dict[str, Any]]:
-        if not ctx_holder:
-            ctx_holder.append(make_ctx())
-        return method.run_batch(ctx_holder[0], b)
-
-    return run_records(items, step, path, batch, {"generated_with": adapter}, desc=desc)
+def _generate(gens: Generators, rnd: Round, sampling: SamplingArgs, method: RolloutMethod, items: list,
+              name: str, batch: int, desc: str):  # fmt: skip
+    """One rollout file of the round, generated with the round's model (resumable)."""
+    step = lambda b: method.run_batch(gens.context(rnd.adapter, sampling), b)  # noqa: E731
+    return run_records(items, step, rnd.path(name), batch, {"generated_with": rnd.adapter}, desc=desc)
 
 
 def _expert_round(
-    rnd: Round, records, model: ModelArgs, sampling: SamplingArgs, engine: EngineArgs, lora: LoRAArgs,
+    rnd: Round, gens: Generators, records, model: ModelArgs, sampling: SamplingArgs, lora: LoRAArgs,
     cfg: RewardConfig, preset: Any, samples: int, rationalize: bool, direct: bool, direct_tokens: int,
     learning_rate: float, epochs: float, max_steps: int, train_batch_size: int, grad_accum: int, cutoff: int,
     score_batch_size: int,
 ) -> dict[str, Any]:  # fmt: skip
-    from tokenskip.metareason.score import Scorer, open_scorer
-
     method = RolloutMethod(direct_tokens=direct_tokens)
     batch = sampling.batch(model.backend)
-    holder: list[Context] = []
-    make = lambda: _context(model, sampling, engine, preset, rnd.adapter)  # noqa: E731
-    try:
-        # 1-3. rollouts (each file is finished before the next starts: the next step's items depend on it)
-        sampled = _generate(holder, make, method, sample_items(records, samples), rnd.path("samples.jsonl"),
-                            batch, f"round {rnd.r} samples", rnd.adapter)  # fmt: skip
-        rows = read_rows(rnd.path("samples.jsonl"))
-        if rationalize:
-            wrong = [w for w in rows if not w["correct"]]
-            tasks = {r.id: r.task for r in records}
-            _generate(holder, make, method, rationalize_items(wrong, tasks), rnd.path("rationalized.jsonl"),
-                      batch, f"round {rnd.r} rationalize", rnd.adapter)  # fmt: skip
-            rows += read_rows(rnd.path("rationalized.jsonl"))
-        if direct:
-            _generate(holder, make, method, direct_items(records), rnd.path("direct.jsonl"), batch,
-                      f"round {rnd.r} direct", rnd.adapter)  # fmt: skip
-            rows += read_rows(rnd.path("direct.jsonl"))
-        del sampled
-        # 4. rewards from the generating model (the hf generator's own weights when it has them)
-        scorers: list[Scorer] = []
-
-        def score_step(b: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if not scorers:
-                gen = holder[0].generator if holder else None
-                if gen is not None and hasattr(gen, "model") and model.backend == "hf":
-                    scorers.append(Scorer(gen.model, gen.tokenizer, preset, cfg, score_batch_size))
-                else:
-                    if holder:
-                        holder.pop().generator.close()
-                    scorers.append(open_scorer(model.model, rnd.adapter, preset.name, cfg, score_batch_size,
-                                               model.dtype, model.device))  # fmt: skip
-            return [{k: v for k, v in s.items()} for s in scorers[0].score(b)]
-
-        run_records(rows, score_step, rnd.path("scored.jsonl"), score_batch_size, {"cost_c": cfg.cost,
-                    "cost_kind": cfg.cost_kind}, key=lambda r: str(r["id"]), desc=f"round {rnd.r} score")  # fmt: skip
-    finally:
-        if holder:
-            holder[0].generator.close()
+    # 1-3. rollouts (each file is finished before the next starts: the next step's items depend on it)
+    _generate(gens, rnd, sampling, method, sample_items(records, samples), "samples.jsonl", batch,
+              f"round {rnd.r} samples")  # fmt: skip
+    rows = read_rows(rnd.path("samples.jsonl"))
+    if rationalize:
+        wrong = [w for w in rows if not w["correct"]]
+        tasks = {r.id: r.task for r in records}
+        _generate(gens, rnd, sampling, method, rationalize_items(wrong, tasks), "rationalized.jsonl", batch,
+                  f"round {rnd.r} rationalize")  # fmt: skip
+        rows += read_rows(rnd.path("rationalized.jsonl"))
+    if direct:
+        _generate(gens, rnd, sampling, method, direct_items(records), "direct.jsonl", batch,
+                  f"round {rnd.r} direct")  # fmt: skip
+        rows += read_rows(rnd.path("direct.jsonl"))
+    # 4. rewards from the generating model (the hf generator's own weights when it has them)
+    _score(
+        gens,
+        rnd.adapter,
+        rows,
+        rnd.path("scored.jsonl"),
+        cfg,
+        score_batch_size,
+        f"round {rnd.r} score",
+        {"cost_c": cfg.cost, "cost_kind": cfg.cost_kind},
+    )
+    gens.release()
     scored = read_rows(rnd.path("scored.jsonl"))
     # 5. the filter, as a build-sft folder
     kept, counts = select(scored)
@@ -324,46 +303,44 @@ def _expert_round(
     return summary
 
 
-def _evaluate(path: Path, model: ModelArgs, adapter: str | None, records, sampling: SamplingArgs, preset: Any,
-              cfg: RewardConfig, score_batch_size: int) -> dict[str, Any]:  # fmt: skip
+def _score(gens: Generators, adapter: str | None, rows: list[dict[str, Any]], path: Path, cfg: RewardConfig,
+           batch: int, desc: str, settings: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Score ``rows`` into ``path`` (resumable) with the model that generated them."""
+    scorers: list = []
+
+    def step(b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not scorers:
+            scorers.append(gens.scorer(adapter, cfg, batch))
+        return scorers[0].score(b)
+
+    run_records(rows, step, path, batch, settings or {}, key=lambda r: str(r["id"]), desc=desc)
+
+
+def _evaluate(path: Path, gens: Generators, model: ModelArgs, adapter: str | None, records,
+              sampling: SamplingArgs, preset: Any, cfg: RewardConfig, score_batch_size: int) -> dict[str, Any]:  # fmt: skip
     """Greedy ``ram`` (the adapter) or ``original`` on held-out questions, scored; the mean figures."""
     from dataclasses import replace
 
-    from tokenskip.metareason.score import open_scorer
     from tokenskip.methods import get_method
     from tokenskip.workflows.generate import run_method
 
     method = get_method("ram" if adapter else "original")
     greedy = replace(sampling, temperature=0.0)
-    m = replace(model, adapter=adapter)
-    run_method(
-        method, m, records, str(path), greedy, preset.name, None, {"eval_adapter": adapter}, progress=True
-    )
-    rows = read_rows(path)
+    run_method(method, replace(model, adapter=adapter), records, str(path), greedy, preset.name, None,
+               {"eval_adapter": adapter}, context=lambda: gens.context(adapter, greedy))  # fmt: skip
     scored_path = path.with_name(path.stem + "_scored.jsonl")
-    scorers: list = []
-
-    def step(b: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not scorers:
-            scorers.append(open_scorer(model.model, adapter, preset.name, cfg, score_batch_size, model.dtype,
-                                       model.device))  # fmt: skip
-        return scorers[0].score(b)
-
-    run_records(rows, step, scored_path, score_batch_size, {}, key=lambda r: str(r["id"]), desc="eval score")
+    _score(gens, adapter, read_rows(path), scored_path, cfg, score_batch_size, "eval score")
     s = summarize(read_rows(scored_path))
     return {k: s[k] for k in ("rollouts", "accuracy", "thought_tokens", "utility", "cost", "reward")}
 
 
-def _round0(run_dir: Path, model: ModelArgs, records, sampling: SamplingArgs, preset: Any, cfg: RewardConfig,
+def _round0(run_dir: Path, gens: Generators, model: ModelArgs, records, sampling: SamplingArgs, cfg: RewardConfig,
             score_batch_size: int) -> dict[str, Any]:  # fmt: skip
     """Round 0: the starting model on the eval questions (the baseline every round is compared with)."""
-    import json
-
     d = run_dir / "round-0"
     d.mkdir(parents=True, exist_ok=True)
     if not (d / "summary.json").exists():
-        ev = _evaluate(
-            d / "eval.jsonl", model, model.adapter, records, sampling, preset, cfg, score_batch_size
-        )
+        ev = _evaluate(d / "eval.jsonl", gens, model, model.adapter, records, sampling, gens.preset, cfg,
+                       score_batch_size)  # fmt: skip
         write_json_atomic(d / "summary.json", {"round": 0, "eval": ev})
     return json.loads((d / "summary.json").read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tokenskip.args import DataArgs, EngineArgs, ModelArgs, SamplingArgs, flat_options
@@ -45,15 +46,18 @@ def run_method(
     engine: EngineArgs | None = None,
     settings: dict[str, Any] | None = None,
     progress: bool = True,
+    context: Callable[[], Context] | None = None,
 ) -> RunResult:
     """Run ``method`` over ``records`` into ``out`` (resumable). The generator is loaded only when something
-    is left to generate, and closed at the end."""
+    is left to generate, and closed at the end (``context``: the caller's, called when needed, left open)."""
     method.setup(records)
     prompt_preset = model.preset(preset)
     batch = sampling.batch(model.backend)
     contexts: list[Context] = []
 
     def ctx() -> Context:
+        if context is not None:
+            return context()
         if not contexts:
             contexts.append(
                 Context(model.open(batch, engine), prompt_preset, sampling.config(), model=model.model)
