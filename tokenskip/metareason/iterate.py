@@ -81,7 +81,7 @@ class Round:
 def write_sft(folder: Path, kept: list[dict[str, Any]], preset: Any, model: str) -> None:
     """The kept rollouts as a build-sft folder (γ = 1.0 rows) that ``tokenskip train`` reads."""
     from tokenskip.data.prompts import user_message
-    from tokenskip.training.sft import INFO_FILE, SFT_FILE
+    from tokenskip.training.sft_folder import INFO_FILE, SFT_FILE
 
     rows = []
     for row in kept:
