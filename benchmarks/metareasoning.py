@@ -7,8 +7,8 @@ generated once (same model, same seeds) and copied; each arm scores them with it
 the same figures for greedy decoding of the round's adapter on held-out test questions (round 0 = the base
 model). Writes ``WORK/results.md`` and each arm's ``metareason.png``.
 
-    python benchmarks/metareason.py                     # defaults: ~20-30 min on 2 idle CPU cores
-    python benchmarks/metareason.py --questions 4 --eval 4 --rounds 1 --work /tmp/ram-smoke   # smoke
+    python benchmarks/metareasoning.py                     # defaults: ~20-30 min on 2 idle CPU cores
+    python benchmarks/metareasoning.py --questions 4 --eval 4 --rounds 1 --work /tmp/ram-smoke   # smoke
 """
 
 from __future__ import annotations
