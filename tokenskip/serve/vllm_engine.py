@@ -96,7 +96,7 @@ class VLLMEngine(Engine):
         params = SamplingParams(**sampling_kwargs(config), output_kind=RequestOutputKind.DELTA)
         inputs = token_prompt(self.tokens, prompt) if ids is None else TokensPrompt(prompt_token_ids=ids)
         deltas = TextDeltas(config.stop)
-        text, ids, last = "", [], None
+        text, out_ids, last = "", [], None
         batch = self.active + 1
         self.active += 1
         t0 = time.perf_counter()
@@ -106,7 +106,7 @@ class VLLMEngine(Engine):
             ):
                 last = out.outputs[0]
                 text += last.text
-                ids.extend(last.token_ids)
+                out_ids.extend(last.token_ids)
                 if on_text is not None:
                     delta = deltas.update(text)
                     if delta:
@@ -120,7 +120,7 @@ class VLLMEngine(Engine):
         if last is None:
             raise RuntimeError("vLLM returned no output")
         out = SimpleNamespace(
-            text=text, token_ids=ids, finish_reason=last.finish_reason, stop_reason=last.stop_reason
+            text=text, token_ids=out_ids, finish_reason=last.finish_reason, stop_reason=last.stop_reason
         )
         gen = to_generation(out, self._eos, self.tokens.count, time.perf_counter() - t0, batch)
         if on_text is not None:
