@@ -257,7 +257,7 @@ def make_record(
     if rec.answer:
         prediction, correct = grade(gen.text, rec.answer, rec.task)
     else:
-        prediction, correct = extract_answer(gen.text), None
+        prediction, correct = extract_answer(gen.text, rec.task), None
     cot, answer_part = split_answer(gen.text, preset)
     cot_tokens = generator.count_tokens(cot)
     return {
