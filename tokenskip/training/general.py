@@ -1,12 +1,20 @@
 """TELL's general data (``build-sft --general``): plain examples without ratio marker or anchor.
 
+The default, ``self-instruct`` (:data:`DEFAULT_GENERAL`), is real instruction data outside the task: the
+human-written seed tasks of Self-Instruct (Wang et al. 2023; Apache-2.0), bundled in
+``tokenskip/data/samples/self_instruct_seed.jsonl`` less the six that solve a math problem, so that no
+untagged general example is a math word problem worked step by step (:data:`GENERAL_SOURCES` records the
+source, commit, licence and what was left out). GSM8K reference CoTs, the former default, are the task's
+own domain.
+
 Accepted sources, detected per row:
 
+* a named general set (:data:`GENERAL_SOURCES`: ``self-instruct``);
 * question / CoT / answer rows (``sample``, ``gsm8k``, ``math500``, a pre-split GSM8K or MATH file, any file
   :func:`tokenskip.data.datasets.load_records` reads with a CoT): user message = the preset's instruction and
   the question, output = the uncompressed CoT (GSM8K's ``<<...>>`` calculator notes removed) and the
-  preset's answer sentence. The default, ``gsm8k`` (train split), is GSM8K's own reference CoTs: offline
-  from ``$TOKENSKIP_DATA_DIR/gsm8k/train.jsonl``, else from the hub;
+  preset's answer sentence. ``gsm8k`` (train split) reads GSM8K's own reference CoTs: offline from
+  ``$TOKENSKIP_DATA_DIR/gsm8k/train.jsonl``, else from the hub;
 * alpaca rows (``instruction``, optional ``input``, ``output``): user = instruction (+ newline + input);
 * sharegpt rows (``conversations`` with ``from``/``value``, or ``messages`` with ``role``/``content``): the
   first user turn and the assistant turn after it;
@@ -28,6 +36,31 @@ from tokenskip.errors import UserError
 from tokenskip.training.tell import general_row
 
 CALC = re.compile(r"<<[^>]*>>")
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+DEFAULT_GENERAL = "self-instruct"
+# named general sets bundled with tokenskip, with where they come from
+GENERAL_SOURCES: dict[str, dict[str, Any]] = {
+    "self-instruct": {
+        "file": SAMPLES / "self_instruct_seed.jsonl",
+        "licence": "Apache-2.0",
+        "licence_file": SAMPLES / "self_instruct_seed.LICENSE",
+        "source": "https://github.com/yizhongw/self-instruct/blob/0b26ccaa415992100fa32df62d41b994cf928e23/"
+        "data/seed_tasks.jsonl",
+        "source_sha256": "7779004fa198fdf27cf70a159363879d8a26c53329e11b436af17b3941875f48",
+        "sha256": "87e1bce064315608f737ae6555d40b46836baad2a5232a84ebd532ae88847b69",
+        "rows": 169,
+        "left_out": [
+            "solving_equation",
+            "math_word_problem_with_reasoning",
+            "numerical_question_answering",
+            "solving_math_problem",
+            "word_math_with_algebra",
+            "solve_equation_system",
+        ],
+        "description": "Self-Instruct's 175 human-written seed tasks (one instance each) as alpaca rows (id, name, "
+        "instruction, input, output), less the six that solve a math problem",
+    },
+}
 USER_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant", "model")
 
@@ -91,14 +124,15 @@ def load_general(
             print(f"tokenskip: skipped {msg}")
         found = [cot_example(r.question, r.cot or "", r.answer, preset) for r in records]
         return [general_row(i, q, u, o, name) for i, (q, u, o) in enumerate(found)]
-    path = Path(name).expanduser()
+    path = GENERAL_SOURCES[name]["file"] if name in GENERAL_SOURCES else Path(name).expanduser()
     stats = BadLineStats()
     if path.exists():
         rows, where = read_rows(path, on_error, stats), str(path)
     elif "/" in name and not path.suffix:
         rows, where = _hub_rows(name, None, split), name
     else:
-        raise UserError(f"--general {name}: no such file, named dataset ({', '.join(NAMED)}) or hub id")
+        named = ", ".join([*GENERAL_SOURCES, *NAMED])
+        raise UserError(f"--general {name}: no such file, named dataset ({named}) or hub id")
     items = collect_rows(
         rows, where,
         lambda lineno, row: general_row(lineno, *general_example(row, preset, f"general-{lineno}"), name),

@@ -37,6 +37,7 @@ from tokenskip.data.prompts import (
 )
 from tokenskip.errors import UserError
 from tokenskip.models import DEFAULT_MODEL, sha256_file
+from tokenskip.training.general import DEFAULT_GENERAL, load_general
 from tokenskip.training.sft_folder import INFO_FILE, SFT_FILE
 from tokenskip.training.tell import Shuffle, general_count, mix, pick_general, resolve_anchor, tell_summary
 
@@ -252,7 +253,7 @@ def build_sft(
     every_ratio: bool = False,
     alpaca: bool = False,
     on_error: OnError = "raise",
-    general: str = "gsm8k",
+    general: str = DEFAULT_GENERAL,
     general_ratio: float = 0.0,
     anchor_prompt: str | None = None,
     shuffle: Shuffle = "extensive",
@@ -278,10 +279,11 @@ def build_sft(
             TokenSkip's one drawn γ per example; for small data budgets (the controllability benchmark).
         alpaca: also write LLaMA-Factory's alpaca JSON and a dataset_info.json entry for it.
         on_error: ``raise`` on a malformed row, or ``skip`` it (and report the count).
-        general: TELL's general data (used when --general_ratio > 0): plain question -> CoT + answer
-            examples without ratio marker or anchor. ``gsm8k`` (default: GSM8K train's uncompressed
-            reference CoTs, offline from $TOKENSKIP_DATA_DIR), ``sample``, a question/cot/answer,
-            alpaca or sharegpt .jsonl/.json file, or a hub dataset id. Questions of the task are left out.
+        general: TELL's general data (used when --general_ratio > 0): plain examples without ratio marker
+            or anchor. ``self-instruct`` (default: Self-Instruct's 169 human-written seed tasks outside
+            math, bundled, Apache-2.0; see docs/training.md), ``gsm8k`` (GSM8K train's uncompressed
+            reference CoTs: the task's own domain), ``sample``, a question/cot/answer, alpaca or sharegpt
+            .jsonl/.json file, or a hub dataset id. Questions of the task are left out.
         general_ratio: TELL's K: general examples per task example (0: no general data, TokenSkip's mixture).
         anchor_prompt: TELL's anchor, put before every task prompt and no general one, and recorded in the
             preset (infer/serve/bench apply it): ``default`` (a fixed instruction, see docs/training.md),
@@ -302,8 +304,6 @@ def build_sft(
         raise UserError(f"{original}: no usable examples")
     pool = []
     if general_ratio != 0:
-        from tokenskip.training.general import load_general
-
         general_count(1, general_ratio)  # a negative K is an error before anything loads
         pool = load_general(general, p, split="train", on_error=on_error)
     eos = None
