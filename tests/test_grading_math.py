@@ -159,7 +159,8 @@ def test_past_the_limit_returns_in_time():
     t = threading.Thread(target=in_thread)
     t.start()
     t.join(60)
-    assert took[0] == 0 and took[1] < limit + 0.5 and took[2] == 1
+    # the child keeps the limit itself; the parent kills it GRACE_S later if it cannot
+    assert took[0] == 0 and took[1] < limit + mathcheck._Child.GRACE_S + 0.5 and took[2] == 1
 
 
 def test_unresponsive_child_is_killed_and_replaced():
