@@ -9,9 +9,11 @@ import json
 import pytest
 
 from tests.conftest import run_cli
+from tokenskip.compressors.blocks import run_shard
 from tokenskip.compressors.compress import compress, count_tokens
+from tokenskip.compressors.outputs import merge_parts
 from tokenskip.compressors.testing import long_cot
-from tokenskip.compressors.thinking import DEFAULT_TAGS, ThinkTags, resolve_think_tags, split_think
+from tokenskip.compressors.thinking import DEFAULT_TAGS, ReadSpec, ThinkTags, resolve_think_tags, split_think
 from tokenskip.data.generations import check_pick, pick_generations
 from tokenskip.data.prompts import get_preset
 from tokenskip.errors import UserError
@@ -275,6 +277,14 @@ def test_parquet_generations_pick_ids_and_counts(tmp_path):
     compress(str(src), str(tmp_path / "ok"), pick="correct", **pick)
     ok = read(tmp_path / "ok" / "compressed_0.5.jsonl")
     assert [r["id"] for r in ok] == ["train-0#1", "train-1#0", "train-1#1", "train-1#3"]
+    parts = [tmp_path / "p0", tmp_path / "p1"]  # two shards merged back in input order, picked the same way
+    spec = ReadSpec("correct", "correctness_math_verify")
+    for k, part in enumerate(parts):
+        run_shard(src, part, [0.5], {"scorer": "random"}, "smollm2-135m", "generations", "raise", (k, 2), 64, None,
+                  False, spec=spec)  # fmt: skip
+    (tmp_path / "m").mkdir()
+    merge_parts(tmp_path / "m", parts, [0.5], src, "generations", "raise", None, spec)
+    assert read(tmp_path / "m" / "compressed_0.5.jsonl") == ok
     info = build_sft(
         str(src), str(tmp_path / "ok"), str(tmp_path / "sft"), delimiter="<|d|>", every_ratio=True
     )

@@ -291,8 +291,9 @@ def build_sft(
     Args:
         original: .jsonl / .json / .parquet rows with id, question, answer and a non-empty cot
             (``tokenskip generate`` output, best after ``tokenskip filter`` keeps the correct ones, or the
-            pre-split GSM8K file).
-        compressed: output folder of ``tokenskip compress`` (``compressed_<γ>.jsonl`` files).
+            pre-split GSM8K file). When compress read another --field or --pick, the same generations.
+        compressed: output folder of ``tokenskip compress`` (``compressed_<γ>.jsonl`` files). Texts with
+            think tags train as they are, the compressed thinking inside the tags (docs/thinking.md).
         out: output folder.
         model: target model; its EOS token is the ratio delimiter unless the preset or --delimiter sets one.
         preset: prompt preset (``default``, or ``tokenskip`` = the original release's prompt and ``<|eot_id|>``).
