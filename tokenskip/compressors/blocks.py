@@ -60,6 +60,13 @@ class Row:
     question: Any
     answer: Any
     cot: str
+    part: Any = None  # the ThinkSplit of a text with think tags: only its thinking is pruned
+    fields: dict | None = None  # generation / correct of a text picked from a list
+
+    @property
+    def text(self) -> str:
+        """What is scored, pruned and counted: the thinking of a text with think tags, else the text."""
+        return self.part.thinking if self.part is not None else self.cot
 
 
 def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -151,58 +158,65 @@ def compress_block(scorer: Any, tokenizer: Any, cots: Sequence[str], ratios: Seq
 
 def result_row(row: Row, ratio: float, compressed: str, original_tokens: int, compressed_tokens: int) -> dict:
     achieved = compressed_tokens / original_tokens if original_tokens else 1.0
-    return {
+    out = {
         "id": row.id,
         "question": row.question,
         "answer": row.answer,
         "cot": row.cot,
-        "compressed_cot": compressed,
+        "compressed_cot": compressed if row.part is None else row.part.join(compressed),
         "ratio": ratio,
         "original_tokens": original_tokens,
         "compressed_tokens": compressed_tokens,
         "achieved_ratio": round(achieved, 6),
     }
+    if row.part is not None:  # the tokens and the ratio count the thinking alone
+        out.update(thinking=True, thinking_closed=row.part.closed)
+    return out | (row.fields or {})
 
 
 # --------------------------------------------------------------------------------------------- input
 
 
-def iter_rows(path: Path, field: str, on_error: str, stats: Any) -> Iterator[Row]:
-    """Stream the input's rows as :class:`Row` (id defaults to ``<stem>-<line-1>``).
+def iter_rows(
+    path: Path, field: str, on_error: str, stats: Any, spec: Any = None, counts: dict | None = None
+) -> Iterator[Row]:
+    """Stream the input's records as :class:`Row` (id defaults to ``<stem>-<line-1>``).
 
     Required per row: ``question`` (or MATH's ``problem``) as non-blank text, ``answer`` as non-blank text
-    or a number, and ``field`` (the CoT) as a string -- an empty CoT is kept (compressed to ""). Anything
-    else is a UserError naming file, line and field, or skipped and counted (``on_error="skip"``).
+    or a number, and ``field`` (the CoT) as a string or a list of strings -- an empty CoT is kept
+    (compressed to ""). ``spec`` (:class:`~tokenskip.compressors.thinking.ReadSpec`) picks generations
+    from a list (:mod:`tokenskip.data.generations`; rows with none picked are counted in ``counts``) and
+    names the think tags. Anything else is a UserError naming file, line and field, or skipped and counted
+    (``on_error="skip"``).
     """
-    from tokenskip.data.inputs import locate, read_rows, require_fields
+    from tokenskip.compressors.thinking import ReadSpec, split_think
+    from tokenskip.data.generations import iter_picked
+    from tokenskip.data.inputs import require_fields
 
-    seen: set[str] = set()
-    for lineno, obj in read_rows(path, on_error=on_error, stats=stats):  # type: ignore[arg-type]
-        rid = obj.get("id")
-        rid = f"{path.stem}-{lineno - 1}" if rid in (None, "") else str(rid)
-        qkey = "problem" if "problem" in obj and "question" not in obj else "question"
-        try:
-            require_fields(obj, text=[qkey], values=["answer"], strings=[field])
-            if rid in seen:
-                raise ValueError(f"duplicate id '{rid}'")
-        except ValueError as e:
-            msg = f"{locate(path, lineno)}: {e}"
-            if on_error == "raise":
-                raise UserError(msg) from None
-            stats.add(msg)
-            continue
-        seen.add(rid)
-        yield Row(rid, obj[qkey], obj["answer"], obj[field])
+    spec = spec or ReadSpec()
+
+    def qkey(obj: dict) -> str:
+        return "problem" if "problem" in obj and "question" not in obj else "question"
+
+    def convert(obj: dict, chosen: list) -> list[Row]:
+        require_fields(obj, values=["answer"])
+        return [Row(g.id, obj[qkey(obj)], obj["answer"], g.text, split_think(g.text, spec.tags), g.fields or None)
+                for g in chosen]  # fmt: skip
+
+    yield from iter_picked(path, field, spec.pick, spec.correct_field, on_error, stats, convert,
+                           lambda obj: require_fields(obj, text=[qkey(obj)]), counts)  # fmt: skip
 
 
-def check_rows(path: Path, field: str, on_error: str, limit: int | None) -> tuple[int, Any]:
+def check_rows(
+    path: Path, field: str, on_error: str, limit: int | None, spec: Any = None, counts: dict | None = None
+) -> tuple[int, Any]:
     """Read every row the run will use once, before any model loads: bad input fails fast. Returns the
-    number of usable rows (at most ``limit``) and the stats of skipped ones."""
+    number of usable records (at most ``limit``) and the stats of skipped rows."""
     from tokenskip.data.jsonl import BadLineStats
 
     stats = BadLineStats()
     n = 0
-    for _ in iter_rows(path, field, on_error, stats):
+    for _ in iter_rows(path, field, on_error, stats, spec, counts):
         n += 1
         if limit is not None and n >= limit:
             break
@@ -228,6 +242,7 @@ def run_shard(
     position: int = 0,
     overlap: bool | None = None,
     total_rows: int | None = None,
+    spec: Any = None,
 ) -> dict:
     """Compress the rows of one shard (``index % N == K``) into ``out``; returns counters.
 
@@ -280,7 +295,7 @@ def run_shard(
             bar.update(len(rows))
 
         def finish(rows: list[Row], scored: list) -> None:
-            write(rows, finish_block(scored, tokenizer, [r.cot for r in rows], ratios))
+            write(rows, finish_block(scored, tokenizer, [r.text for r in rows], ratios))
 
         def flush() -> None:
             nonlocal scorer, pool, pending
@@ -295,9 +310,9 @@ def run_shard(
             rows = list(block)
             block.clear()
             if not hasattr(scorer, "score"):  # the llmlingua backend: one call per CoT and ratio
-                write(rows, compress_block(scorer, tokenizer, [r.cot for r in rows], ratios))
+                write(rows, compress_block(scorer, tokenizer, [r.text for r in rows], ratios))
                 return
-            scored = scorer.score([r.cot for r in rows])
+            scored = scorer.score([r.text for r in rows])
             if pool is None:
                 finish(rows, scored)
                 return
@@ -305,7 +320,7 @@ def run_shard(
                 pending.result()
             pending = pool.submit(finish, rows, scored)
 
-        for index, row in enumerate(iter_rows(input_path, field, on_error, stats)):
+        for index, row in enumerate(iter_rows(input_path, field, on_error, stats, spec)):
             if limit is not None and index >= limit:
                 break
             if index % n_shards != k:

@@ -170,6 +170,10 @@ def compress(
     seed: int = 0,
     on_error: str = "raise",
     progress: bool = True,
+    pick: str = "all",
+    correct_field: str | None = None,
+    think_tags: str | None = None,
+    preset: str | None = None,
 ) -> dict:
     """Compress every CoT of a JSONL file to each ratio γ (one scoring pass per CoT, all ratios from it).
 
@@ -215,6 +219,13 @@ def compress(
         on_error: ``raise`` stops at the first malformed row (not UTF-8, not an object, a missing/null/empty
             question, answer or CoT field, a duplicate id); ``skip`` skips and counts them.
         progress: show a progress bar on stderr.
+        pick: a field holding a list of texts: ``all`` (one record each, ids ``<row id>#<k>``), ``first``,
+            ``correct`` or ``first_correct`` (flags in --correct_field); see docs/thinking.md.
+        correct_field: the column of correctness flags (a list of true/false beside the list of texts).
+        think_tags: ``OPEN,CLOSE`` (default ``<think>,</think>`` or --preset's; ``none``: off). In a text
+            holding them only the thinking is pruned and counted; the tags, the text before the thinking
+            and everything after the close tag stay byte for byte. An unclosed block is all thinking.
+        preset: a prompt preset whose think tags to look for (``qwen3``; one without tags: off).
     """
     from tokenskip.data.jsonl import check_input_file
 
@@ -240,8 +251,16 @@ def compress(
         keep_digits = drop_consecutive = True
     if (forced or keep_digits or drop_consecutive) and scorer in ("random", "truncation"):
         raise UserError(f"--force_tokens/--keep_digits/--drop_consecutive do not apply to --scorer {scorer}")
+    from tokenskip.compressors.thinking import ReadSpec, resolve_think_tags
+    from tokenskip.data.generations import check_pick
+
+    check_pick(pick, correct_field)
+    spec = ReadSpec(pick, correct_field, resolve_think_tags(think_tags, preset))
     k, n_shards = parse_shard(shard)
-    total_rows, bad_rows = check_rows(input_path, field, on_error, limit)  # before any model loads
+    picking: dict[str, int] = {}
+    total_rows, bad_rows = check_rows(
+        input_path, field, on_error, limit, spec, picking
+    )  # before a model loads
     if len(bad_rows):
         print(
             f"tokenskip: skipping {len(bad_rows)} malformed rows, first: {bad_rows.skipped[0]}",
@@ -265,6 +284,10 @@ def compress(
         "drop_consecutive": drop_consecutive,
         "seed": seed,
         "shard": f"{k}/{n_shards}",
+        "pick": pick,
+        "correct_field": correct_field,
+        "think_tags": spec.tags.to_list() if spec.tags else None,
+        **picking,
     }
     scorer_kwargs = {
         "scorer": scorer,
@@ -287,6 +310,7 @@ def compress(
         "batch_size": batch_size,
         "limit": limit,
         "total_rows": total_rows,
+        "spec": spec,
     }
 
     def prepare() -> None:
@@ -320,7 +344,7 @@ def compress(
             def merge_and_summarize() -> dict | None:
                 if job.rank != 0:
                     return None
-                merge_parts(out_dir, parts, ratio_list, input_path, field, on_error, limit)
+                merge_parts(out_dir, parts, ratio_list, input_path, field, on_error, limit, spec)
                 return summarize(
                     out_dir, ratio_list, _extra(settings, device_list, len(bad_rows), workers, started)
                 )
@@ -358,7 +382,7 @@ def compress(
         errors = [w["error"] for w in workers if "error" in w]
         if errors:
             raise UserError(errors[0])
-        merge_parts(out_dir, parts, ratio_list, input_path, field, on_error, limit)
+        merge_parts(out_dir, parts, ratio_list, input_path, field, on_error, limit, spec)
     summary = summarize(out_dir, ratio_list, _extra(settings, device_list, len(bad_rows), workers, started))
     _report(summary, out_dir, progress)
     return summary

@@ -34,6 +34,9 @@ def _check_config(out: Path, config: dict) -> None:
         "keep_digits",
         "drop_consecutive",
         "seed",
+        "pick",
+        "correct_field",
+        "think_tags",
     )
     if path.exists():
         try:
@@ -49,6 +52,17 @@ def _check_config(out: Path, config: dict) -> None:
     write_json_atomic(path, config)
 
 
+def compress_reading(folder: str | Path) -> dict:
+    """How a run read its rows (field, pick, correct_field, think_tags), from the folder's settings file;
+    empty for a folder without one (so that build-sft reads the originals and finds the thinking alike)."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        raise UserError(f"{path}: not valid JSON") from None
+    return {k: config[k] for k in ("field", "pick", "correct_field", "think_tags") if k in config}
+
+
 def merge_parts(
     out: Path,
     parts: list[Path],
@@ -57,12 +71,13 @@ def merge_parts(
     field: str,
     on_error: str,
     limit: int | None,
+    spec: object = None,
 ) -> None:
     """Append the parts' rows to ``out``'s ratio files in input order (see :func:`sharding.merge_shards`)."""
     from tokenskip.data.jsonl import BadLineStats
 
     def row_ids() -> Iterator[str]:
-        for index, row in enumerate(iter_rows(input_path, field, on_error, BadLineStats())):
+        for index, row in enumerate(iter_rows(input_path, field, on_error, BadLineStats(), spec)):
             if limit is not None and index >= limit:
                 return
             yield row.id
@@ -82,13 +97,16 @@ def summarize(out: Path, ratios: list[float], extra: dict) -> dict:
 
     per_ratio = {}
     for r in ratios:
-        n = empty = 0
+        n = empty = thinking = unclosed = 0
         total = abs_err = orig = comp = 0.0
         with ratio_file(out, r).open("r", encoding="utf-8") as f:
             for line in f:
                 if not line.strip():
                     continue
                 row = json.loads(line)
+                if row.get("thinking"):
+                    thinking += 1
+                    unclosed += not row.get("thinking_closed", True)
                 if not row["original_tokens"]:
                     empty += 1
                     continue
@@ -101,6 +119,8 @@ def summarize(out: Path, ratios: list[float], extra: dict) -> dict:
             "ratio": r,
             "records": n + empty,
             "empty_cots": empty,
+            "thinking_records": thinking,  # think tags found: only the thinking was pruned and counted
+            "unclosed_thinking": unclosed,
             "mean_achieved_ratio": round(total / n, 4) if n else None,
             "mean_abs_error": round(abs_err / n, 4) if n else None,
             "token_weighted_ratio": round(comp / orig, 4) if orig else None,

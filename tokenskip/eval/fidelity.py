@@ -47,29 +47,35 @@ def strip_final_answer(cot: str) -> str:
     return "\n".join(lines).rstrip()
 
 
-def select_records(rows: Iterable[dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
+def select_records(
+    rows: Iterable[dict[str, Any]], limit: int | None = None, tags: Any = None
+) -> list[dict[str, Any]]:
     """The reader's correct records whose CoT still has text once the stated answer is stripped, in input
-    order (at most ``limit``), as compress input: id, question, answer, task, cot (stripped), source_cot."""
+    order (at most ``limit``), as compress input: id, question, answer, task, cot (stripped), source_cot.
+
+    The CoT is the record's ``cot`` (else its ``output``). One that holds the think ``tags``
+    (:class:`~tokenskip.compressors.thinking.ThinkTags`: a whole thinking-model output, as other tools
+    write it) is cut to its thinking, as ``tokenskip generate`` records it for a thinking preset, and marked
+    ``thinking: true``; the answer after the close tag is not under test (the reader writes it).
+    """
+    from tokenskip.compressors.thinking import split_think
+
     out: list[dict[str, Any]] = []
     for r in rows:
         if limit is not None and len(out) >= limit:
             break
-        cot = r.get("cot")
+        cot = r.get("cot") if r.get("cot") is not None else r.get("output")
         if not r.get("correct") or not isinstance(cot, str):
             continue
+        part = split_think(cot, tags)
+        if part is not None:
+            cot = part.thinking
         stripped = strip_final_answer(cot)
         if not stripped.strip():
             continue
-        out.append(
-            {
-                "id": str(r["id"]),
-                "question": r["question"],
-                "answer": r["answer"],
-                "task": r.get("task", "gsm8k"),
-                "cot": stripped,
-                "source_cot": cot,
-            }
-        )
+        row = {"id": str(r["id"]), "question": r["question"], "answer": r["answer"],
+               "task": r.get("task", "gsm8k"), "cot": stripped, "source_cot": cot}  # fmt: skip
+        out.append(row | ({"thinking": True} if part is not None else {}))
     return out
 
 

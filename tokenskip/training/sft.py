@@ -26,7 +26,7 @@ from typing import Any
 
 from tokenskip.data.datasets import load_records
 from tokenskip.data.inputs import read_rows
-from tokenskip.data.jsonl import OnError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from tokenskip.data.jsonl import BadLineStats, OnError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from tokenskip.data.prompts import (
     PromptPreset,
     check_ratio,
@@ -55,6 +55,7 @@ class Example:
     cot: str
     compressed: dict[float, str]
     output: str | None = None  # a thinking model's whole original output (thinking presets)
+    thinking: bool = False  # the CoT holds its own think tags (compress pruned only the thinking)
 
 
 def resolve_sft_preset(
@@ -88,7 +89,9 @@ def sft_row(example: Example, ratio: float, preset: PromptPreset) -> dict[str, A
     input_text = user_message(example.question, ratio, bare, preset.delimiter)
     head = message[: len(message) - len(input_text)]
     assert message.endswith(input_text) and (not head or head.endswith("\n"))
-    if preset.think_close:
+    if example.thinking:  # compress kept the text around the thinking (tags, answer) byte for byte
+        output = example.cot if ratio >= 1.0 else cot
+    elif preset.think_close:
         if example.output is None:
             raise UserError(f"example {example.id}: a thinking preset needs the record's original 'output'")
         output = example.output if ratio >= 1.0 else thinking_target(example.output, cot, preset)
@@ -165,14 +168,30 @@ def load_examples(
     compressed: dict[float, dict[str, dict[str, Any]]],
     on_error: OnError = "raise",
     preset: PromptPreset | None = None,
+    reading: dict[str, Any] | None = None,
 ) -> tuple[list[Example], Counter]:
     """Join the original CoTs with their compressed versions by id.
 
-    For a thinking preset each example also carries the record's whole ``output`` (the text after the
-    thinking is trained verbatim); a record whose thinking never closed has no answer to keep and is left
-    out (counted as ``unclosed_thinking``).
+    ``reading`` (how compress read its input: :func:`~tokenskip.compressors.outputs.compress_reading`)
+    makes the originals the generations compress read, its field and pick, with the same ids. A CoT that
+    holds its think tags is a thinking example: its target is the text as it is (γ = 1) or as compressed
+    (text around the thinking byte for byte); one whose thinking never closed is left out.
+
+    For a thinking preset each other example also carries the record's whole ``output`` (the text after
+    the thinking is trained verbatim); a record whose thinking never closed has no answer to keep and is
+    left out (counted as ``unclosed_thinking``).
     """
-    records, stats = load_records(original, on_error=on_error, require_cot=True)
+    from tokenskip.compressors.thinking import ThinkTags, split_think
+    from tokenskip.data.generations import picked_records
+
+    reading = reading or {}
+    field, pick, flags = reading.get("field", "cot"), reading.get("pick", "all"), reading.get("correct_field")
+    if field != "cot" or pick != "all" or flags:
+        stats = BadLineStats()
+        records = picked_records(Path(original), field, pick, flags, on_error, stats)
+    else:
+        records, stats = load_records(original, on_error=on_error, require_cot=True)
+    tags = ThinkTags(*reading["think_tags"]) if reading.get("think_tags") else None
     for msg in stats.skipped:
         print(f"tokenskip: skipped {msg}")
     close = preset.think_close if preset is not None else None
@@ -181,8 +200,12 @@ def load_examples(
     examples = []
     for rec in records:  # load_records(require_cot=True): every record has a non-blank cot
         assert rec.cot is not None
-        output = outputs.get(rec.id)
-        if close and (output is None or close not in output):
+        part = split_think(rec.cot, tags)
+        output = rec.cot if part is not None else outputs.get(rec.id)
+        if part is not None and not part.closed:
+            counts["unclosed_thinking"] += 1
+            continue
+        if part is None and close and (output is None or close not in output):
             counts["unclosed_thinking" if output is not None else "no_output"] += 1
             continue
         comp = {}
@@ -192,9 +215,11 @@ def load_examples(
                 counts[f"missing_{format_ratio(ratio)}"] += 1
             elif not row["compressed_cot"].strip():
                 counts[f"empty_{format_ratio(ratio)}"] += 1
+            elif part is not None and not part.surrounds(row["compressed_cot"]):
+                counts[f"thinking_mismatch_{format_ratio(ratio)}"] += 1
             else:
                 comp[ratio] = row["compressed_cot"]
-        examples.append(Example(rec.id, rec.question, rec.answer, rec.cot, comp, output))
+        examples.append(Example(rec.id, rec.question, rec.answer, rec.cot, comp, output, part is not None))
     known = {e.id for e in examples}
     for ratio, rows in compressed.items():
         extra = len(set(rows) - known)
@@ -267,8 +292,9 @@ def build_sft(
     Args:
         original: .jsonl / .json / .parquet rows with id, question, answer and a non-empty cot
             (``tokenskip generate`` output, best after ``tokenskip filter`` keeps the correct ones, or the
-            pre-split GSM8K file).
-        compressed: output folder of ``tokenskip compress`` (``compressed_<γ>.jsonl`` files).
+            pre-split GSM8K file). When compress read another --field or --pick, the same generations.
+        compressed: output folder of ``tokenskip compress`` (``compressed_<γ>.jsonl`` files). Texts with
+            think tags train as they are, the compressed thinking inside the tags (docs/thinking.md).
         out: output folder.
         model: target model; its EOS token is the ratio delimiter unless the preset or --delimiter sets one.
         preset: prompt preset (``default``, or ``tokenskip`` = the original release's prompt and ``<|eot_id|>``).
@@ -291,6 +317,8 @@ def build_sft(
         shuffle: TELL's order (train keeps it): ``extensive`` (task examples spread uniformly, seeded) or
             ``blocked`` (the general examples, then the task examples as one block).
     """
+    from tokenskip.compressors.outputs import compress_reading
+
     p = get_preset(preset)
     comp = read_compressed_dir(compressed, on_error=on_error)
     if ratios:
@@ -299,7 +327,9 @@ def build_sft(
             found = ", ".join(format_ratio(r) for r in sorted(comp))
             raise UserError(f"--ratios {missing}: not in {compressed} (found: {found})")
     # every input row is checked before the tokenizer loads
-    examples, counts = load_examples(original, comp, on_error=on_error, preset=p)
+    examples, counts = load_examples(
+        original, comp, on_error=on_error, preset=p, reading=compress_reading(compressed)
+    )
     if not examples:
         raise UserError(f"{original}: no usable examples")
     pool = []
@@ -350,6 +380,7 @@ def build_sft(
         "original": {"path": str(original), "sha256": sha256_file(original)},
         "compressed": str(compressed),
         "issues": dict(counts),
+        "thinking_examples": sum(e.thinking for e in examples),
     }
     if alpaca:
         write_json_atomic(out_dir / ALPACA_FILE, to_alpaca(rows))

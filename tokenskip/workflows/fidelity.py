@@ -27,7 +27,7 @@ from typing import Any
 from tokenskip.args import ModelArgs, SamplingArgs, flat_options
 from tokenskip.data.datasets import Record
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
-from tokenskip.data.prompts import forced_answer, format_ratio
+from tokenskip.data.prompts import THINKING_ANSWER_CUE, forced_answer, format_ratio
 from tokenskip.errors import UserError
 from tokenskip.eval.fidelity import FULL, NONE, label, parse_scorers, select_records, summarize_cell
 from tokenskip.inference.base import Generation
@@ -46,12 +46,18 @@ class ForcedAnswer(Method):
 
     kind = "forced-answer"
 
-    def __init__(self, info: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        info: dict[str, dict[str, Any]] | None = None,
+        thinking: set[str] | None = None,
+        think_cue: str = "",
+    ) -> None:
         super().__init__(None)
         self.info = info or {}
+        self.thinking, self.think_cue = thinking or set(), think_cue  # records cut to their thinking
 
     def given(self, ctx: Context, rec: Record) -> str:
-        cue = forced_answer(self.preset(ctx.preset))
+        cue = self.think_cue if rec.id in self.thinking else forced_answer(self.preset(ctx.preset))
         return rec.cot + cue if rec.cot else cue.lstrip("\n")
 
     def order(self, ctx: Context, records: list[Record]) -> list[Record]:
@@ -141,6 +147,7 @@ def fidelity(
     controls: bool = True,
     strip: bool = True,
     preset: str | None = None,
+    think_tags: str | None = None,
     chunk: int = 32,
     compress_batch_size: int = 64,
     on_error: str = "raise",
@@ -160,6 +167,9 @@ def fidelity(
         strip: remove the sentence stating the final answer (the last \\boxed{}) from each CoT first.
         preset: prompt preset the reader answers under (default: the model's default preset); its answer cue
             follows the CoT.
+        think_tags: ``OPEN,CLOSE``: a record whose CoT (or output) holds them is cut to its thinking and
+            answered after the thinking and the close tag (default: the preset's tags, else
+            ``<think>,</think>``; ``none``: off), as the reader's own thinking records are.
         chunk: CoTs answered in every cell (scorer x γ) before the next CoTs start: an interrupted run has
             (nearly) the same n in every cell, and each question's prompt prefix is reused across cells.
         compress_batch_size: CoTs scored per block by `tokenskip compress`.
@@ -167,6 +177,7 @@ def fidelity(
     """
     from tokenskip.compressors.blocks import count_tokens
     from tokenskip.compressors.compress import compress, parse_ratios
+    from tokenskip.compressors.thinking import resolve_think_tags
     from tokenskip.data.jsonl import BadLineStats
     from tokenskip.eval.evaluate import load_results, report_skipped
     from tokenskip.models import load_tokenizer
@@ -183,7 +194,11 @@ def fidelity(
     stats = BadLineStats()
     rows = load_results(input, on_error=on_error, stats=stats)  # type: ignore[arg-type]
     report_skipped(input, stats)
-    selected = select_records(rows, limit)
+    tags = resolve_think_tags(think_tags, prompt_preset if prompt_preset.think_close else None)
+    selected = select_records(rows, limit, tags)
+    thinking = {s["id"] for s in selected if s.get("thinking")}
+    cue = prompt_preset.answer_cue if prompt_preset.think_close else THINKING_ANSWER_CUE
+    think_cue = f"\n{tags.close}\n\n{cue}" if tags else ""
     if not strip:
         for s in selected:
             s["cot"] = s["source_cot"].rstrip()
@@ -201,6 +216,8 @@ def fidelity(
         "selected": len(selected),
         "backend": model.backend,
         "dtype": model.dtype,
+        "think_tags": tags.to_list() if tags else None,
+        "thinking_records": len(thinking),
     }
     run_json = root / "run.json"
     if run_json.exists():
@@ -222,7 +239,7 @@ def fidelity(
         compress(
             input=str(root / "selected.jsonl"), out=str(root / "compressed" / name), ratios=ratios,
             scorer=scorer, checkpoint=checkpoint, model=model.model, device=model.device,
-            dtype=model.dtype, batch_size=compress_batch_size,
+            dtype=model.dtype, batch_size=compress_batch_size, think_tags="none",  # cut to the thinking above
         )  # fmt: skip
         labels.append(name)
 
@@ -242,7 +259,7 @@ def fidelity(
         for start in range(0, len(ids), chunk):  # every record through every cell before the next chunk
             part = set(ids[start : start + chunk])
             for name, ratio, recs, info in sorted(cells, key=cache_order):
-                method = ForcedAnswer(info)
+                method = ForcedAnswer(info, thinking, think_cue)
                 settings = {"scorer": name, "ratio": ratio, "model": model.model, "preset": prompt_preset.name,
                             "max_new_tokens": sampling.max_new_tokens}  # fmt: skip
                 run_records(
