@@ -77,7 +77,8 @@ def test_request_types_are_the_declared_ones():
     assert props["thinking_wait"]["anyOf"] == [{"type": "integer"}, {"type": "null"}]
     names = list(props)
     assert names[names.index("best_of") + 1 :] == [
-        "compression_ratio", "token_budget", "thinking_budget", "thinking_wait", "method", "prompt", "raw_prompt",
+        "compression_ratio", "token_budget", "thinking_budget", "thinking_wait", "method",
+        "prompt", "raw_prompt",
     ]  # fmt: skip
     for bad in ({"compression_ratio": "half"}, {"token_budget": "lots"}, {"thinking_budget": 8.0}):
         with pytest.raises(ValueError):

@@ -2,11 +2,12 @@
 
 A :class:`Scorer` takes a batch of texts and returns one scored text per input (see
 :mod:`tokenskip.compressors.prune`); it says which ``tokenskip compress`` options it reads
-(:class:`ScorerOptions`) and is registered by name in :data:`tokenskip.compressors.registry.SCORERS`. Model-backed scorers encode every text once, cut texts longer than the
-model's window into windows at sentence ends (:func:`plan_windows`), sort the windows by length and group
-them into batches whose padding stays small (:func:`length_batches`): one long CoT never pads a batch of
-short ones, and a batch holds at most ``max_batch_tokens`` padded tokens. :func:`run_batched` pads the
-next batch on a loader thread (into pinned memory on CUDA) while the model runs the current one.
+(:class:`ScorerOptions`) and is registered by name in :data:`tokenskip.compressors.registry.SCORERS`.
+Model-backed scorers encode every text once, cut texts longer than the model's window into windows at
+sentence ends (:func:`plan_windows`), sort the windows by length and group them into batches whose padding
+stays small (:func:`length_batches`): one long CoT never pads a batch of short ones, and a batch holds at
+most ``max_batch_tokens`` padded tokens. :func:`run_batched` pads the next batch on a loader thread (into
+pinned memory on CUDA) while the model runs the current one.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ class Scorer(ABC):
         self, scored: Sequence[Any], tokenizer: Any, texts: Sequence[str], ratios: Sequence[float]
     ) -> BlockOutput:
         """Host side of a block: prune what :meth:`score` returned to every ratio and count the results'
-        target-model tokens with ``tokenizer`` (default: :func:`~tokenskip.compressors.finish.finish_block`)."""
+        target-model tokens with ``tokenizer`` (default:
+        :func:`~tokenskip.compressors.finish.finish_block`)."""
         return finish_block(scored, tokenizer, texts, ratios)
 
     def describe(self) -> dict[str, Any]:

@@ -19,8 +19,18 @@ from tokenskip.data.inputs import BadLineStats
 from tokenskip.data.jsonl import ResumableJsonlWriter
 
 # the block helpers live in finish.py (pruning, counting) and rows.py (input); importable from here too
-__all__ = ["BlockOutput", "Row", "assign_costs", "check_rows", "compress_block", "count_tokens", "finish_block",
-           "iter_rows", "result_row", "run_shard"]  # fmt: skip
+__all__ = [
+    "BlockOutput",
+    "Row",
+    "assign_costs",
+    "check_rows",
+    "compress_block",
+    "count_tokens",
+    "finish_block",
+    "iter_rows",
+    "result_row",
+    "run_shard",
+]
 
 
 def run_shard(
