@@ -142,6 +142,26 @@ def test_report_renders_saved_results(tmp_path):
     assert bad.returncode == 2 and "no run.json" in bad.stderr
 
 
+def test_ratio_adherence_lines_come_from_the_methods():
+    from tokenskip.eval.report import ratio_points
+    from tokenskip.methods import method_class
+
+    rows = [
+        {"method": m, "requested_ratio": g, "act_ratio": a}
+        for m, g, a in [
+            ("original", None, 1.0), ("tokenskip@0.9", 0.9, 0.8), ("tokenskip@0.5", 0.5, 0.6),
+            ("truncation@0.5", 0.5, 0.5), ("lc-prompt@0.5", 0.5, None), ("beconcise", None, 0.7),
+            ("budget-forcing@8+wait2", None, 0.4),
+        ]
+    ]  # fmt: skip
+    lines = ratio_points(rows)
+    assert lines == {
+        method_class("tokenskip"): [(0.5, 0.6), (0.9, 0.8)],
+        method_class("truncation"): [(0.5, 0.5)],
+    }
+    assert [cls.marker for cls in lines] == ["o", "s"] and method_class("lc-prompt").marker == "^"
+
+
 @pytest.mark.slow
 def test_bench_end_to_end_on_embedded_model(tmp_path, embedded_model_dir):
     from tests.conftest import run_cli

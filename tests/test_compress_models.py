@@ -68,6 +68,20 @@ def test_compat_mode_equals_llmlingua_word_for_word(ckpts, family, kwargs, n):
     assert mismatches == []
 
 
+def test_reference_backend_is_a_scorer_like_the_others(ckpts, embedded_tokenizer):
+    """``--scorer llmlingua`` (the llmlingua package, one call per text and ratio, in its ``finish``) goes
+    through the same block step as every scorer and writes what llmlingua2's compat mode writes."""
+    from tokenskip.compressors.finish import compress_block
+    from tokenskip.compressors.registry import make_scorer
+
+    texts = [*synthetic_cots(4, seed=9), ""]
+    ref = make_scorer("llmlingua", checkpoint=str(ckpts["xlmr"]), device="cpu")
+    ours = make_scorer("llmlingua2", checkpoint=str(ckpts["xlmr"]), mode="compat", device="cpu")
+    got = compress_block(ref, embedded_tokenizer, texts, [0.9, 0.5])
+    assert got == compress_block(ours, embedded_tokenizer, texts, [0.9, 0.5])
+    assert got.texts[-1] == ["", ""] and got.texts[0][1] != texts[0]
+
+
 def test_exact_mode_hits_the_ratio_in_target_tokens(ckpts, embedded_tokenizer):
     from tokenskip.compressors.llmlingua2 import LLMLingua2Scorer
 

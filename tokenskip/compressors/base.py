@@ -1,11 +1,13 @@
 """The scorer interface and what every model-backed scorer shares: devices, dtypes, batches, windows.
 
 A :class:`Scorer` takes a batch of texts and returns one scored text per input (see
-:mod:`tokenskip.compressors.prune`). Model-backed scorers encode every text once, cut texts longer than the
-model's window into windows at sentence ends (:func:`plan_windows`), sort the windows by length and group
-them into batches whose padding stays small (:func:`length_batches`): one long CoT never pads a batch of
-short ones, and a batch holds at most ``max_batch_tokens`` padded tokens. :func:`run_batched` pads the
-next batch on a loader thread (into pinned memory on CUDA) while the model runs the current one.
+:mod:`tokenskip.compressors.prune`); it says which ``tokenskip compress`` options it reads
+(:class:`ScorerOptions`) and is registered by name in :data:`tokenskip.compressors.registry.SCORERS`.
+Model-backed scorers encode every text once, cut texts longer than the model's window into windows at
+sentence ends (:func:`plan_windows`), sort the windows by length and group them into batches whose padding
+stays small (:func:`length_batches`): one long CoT never pads a batch of short ones, and a batch holds at
+most ``max_batch_tokens`` padded tokens. :func:`run_batched` pads the next batch on a loader thread (into
+pinned memory on CUDA) while the model runs the current one.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from tokenskip.compressors.finish import BlockOutput, finish_block
 from tokenskip.compressors.prune import Scored
 
 # padded share of a batch's tokens above which a shorter row starts a new batch. CPU time is linear in the
@@ -26,19 +30,89 @@ from tokenskip.compressors.prune import Scored
 MAX_PADDING = 0.05
 
 
+@dataclass(frozen=True)
+class ScorerOptions:
+    """The ``tokenskip compress`` options a scorer may read (each scorer lists its own in ``options``).
+
+    Attributes:
+        checkpoint: the scorer's model (None: the scorer's default).
+        mode: ``exact`` or ``compat`` (scorers that reproduce llmlingua's output).
+        force_tokens: tokens always kept.
+        keep_digits: always keep words containing a digit.
+        drop_consecutive: drop a force token that repeats the kept word before it.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
+        dtype: ``auto``, float32, tf32, bfloat16, float16.
+        max_batch_tokens: padded tokens per forward pass (None: the scorer's default).
+        seed: seed of a random scorer.
+    """
+
+    checkpoint: str | None = None
+    mode: str = "exact"
+    force_tokens: Sequence[str] = ()
+    keep_digits: bool = False
+    drop_consecutive: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    max_batch_tokens: int | None = None
+    seed: int = 0
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a model-backed scorer: words always kept, device, dtype, batch size."""
+        kwargs: dict[str, Any] = {
+            "force_tokens": self.force_tokens,
+            "keep_digits": self.keep_digits,
+            "drop_consecutive": self.drop_consecutive,
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+        if self.max_batch_tokens:
+            kwargs["max_batch_tokens"] = self.max_batch_tokens
+        return kwargs
+
+
+WORD_OPTIONS = frozenset({"force_tokens", "keep_digits", "drop_consecutive"})
+MODEL_OPTIONS = frozenset({"checkpoint", "device", "dtype", "max_batch_tokens"}) | WORD_OPTIONS
+
+
 class Scorer(ABC):
     """A batch of texts in, per-word importance scores out.
 
-    Subclasses set ``name`` and implement :meth:`score`. ``device`` / ``dtype`` are resolved at construction
-    (CUDA with bf16/fp16 when present, CPU fp32 otherwise).
+    Subclasses set ``name`` (the registry name) and implement :meth:`score`. ``device`` / ``dtype`` are
+    resolved at construction (CUDA with bf16/fp16 when present, CPU fp32 otherwise).
+
+    Class attributes: ``options`` (the :class:`ScorerOptions` fields it reads: ``tokenskip compress``
+    refuses the others, e.g. ``--force_tokens`` for a scorer that cannot keep words; one that reads
+    ``device`` runs on every visible GPU by default), ``compared`` (offered to ``tokenskip fidelity``;
+    False for a slow reference implementation of another scorer).
     """
 
-    name: str = "scorer"
+    name: ClassVar[str] = "scorer"
+    options: ClassVar[frozenset[str]] = frozenset()
+    compared: ClassVar[bool] = True
     device: str = "cpu"
+
+    @classmethod
+    def build(cls, options: ScorerOptions) -> Scorer:
+        """The scorer for these options (a scorer that reads none takes no arguments)."""
+        return cls()
+
+    @classmethod
+    def unavailable(cls, checkpoint: str | None) -> str | None:
+        """Why the scorer's model cannot be loaded here (None: it can), checked before an optional
+        scorer (``name?``) runs."""
+        return None
 
     @abstractmethod
     def score(self, texts: Sequence[str]) -> list[Scored]:
         """Score each text; the i-th result belongs to ``texts[i]``."""
+
+    def finish(
+        self, scored: Sequence[Any], tokenizer: Any, texts: Sequence[str], ratios: Sequence[float]
+    ) -> BlockOutput:
+        """Host side of a block: prune what :meth:`score` returned to every ratio and count the results'
+        target-model tokens with ``tokenizer`` (default:
+        :func:`~tokenskip.compressors.finish.finish_block`)."""
+        return finish_block(scored, tokenizer, texts, ratios)
 
     def describe(self) -> dict[str, Any]:
         """What produced the scores (written into ``summary.json``)."""

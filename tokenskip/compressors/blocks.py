@@ -6,224 +6,31 @@ On a GPU the next block is scored while a host thread prunes and writes the prev
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from tokenskip.compressors.finish import BlockOutput, assign_costs, compress_block, count_tokens, finish_block
+from tokenskip.compressors.outputs import ratio_file
+from tokenskip.compressors.registry import make_scorer
+from tokenskip.compressors.rows import Row, check_rows, iter_rows, result_row
+from tokenskip.compressors.thinking import ReadSpec
+from tokenskip.data.inputs import BadLineStats
+from tokenskip.data.jsonl import ResumableJsonlWriter
 
-from tokenskip.errors import UserError
-
-
-class BlockWriter:
-    """:class:`~tokenskip.data.jsonl.ResumableJsonlWriter` that appends a block of records with one
-    write + fsync (per-record fsyncs dominate a fast scorer's run time). Recovery is the same: whole lines
-    are done records; a half-written last line is cut on reopen and recomputed."""
-
-    def __init__(self, path: Path) -> None:
-        from tokenskip.data.jsonl import ResumableJsonlWriter
-
-        self._writer = ResumableJsonlWriter(path)
-        self.done = self._writer.done
-        self.path = path
-
-    def write_many(self, records: Sequence[dict]) -> None:
-        lines = []
-        for rec in records:
-            rid = str(rec["id"])
-            if rid not in self.done:
-                lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
-                self.done.add(rid)
-        self.write_lines(lines)
-
-    def write_lines(self, lines: Sequence[str]) -> None:
-        """Append finished JSONL lines (the caller has added their ids to ``done``)."""
-        import os
-
-        if lines:
-            f = self._writer._f
-            f.write("".join(lines))
-            f.flush()
-            os.fsync(f.fileno())
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-@dataclass
-class Row:
-    id: str
-    question: Any
-    answer: Any
-    cot: str
-    part: Any = None  # the ThinkSplit of a text with think tags: only its thinking is pruned
-    fields: dict | None = None  # generation / correct of a text picked from a list
-
-    @property
-    def text(self) -> str:
-        """What is scored, pruned and counted: the thinking of a text with think tags, else the text."""
-        return self.part.thinking if self.part is not None else self.cot
-
-
-def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
-    """Target-model tokens of each text (no special tokens)."""
-    if not texts:
-        return []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: ~2x faster
-        return [len(e.ids) for e in encode(list(texts), add_special_tokens=False)]
-    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-
-
-def assign_costs(tokenizer: Any, scored: Sequence[Any]) -> list[int | None]:
-    """Set each exact-mode scored text's per-word cost in target-model tokens (in place): one tokenizer
-    call per text, each token counting for the word it starts in. Returns each text's token count (None for
-    compat-mode results, which need no costs)."""
-    from tokenskip.compressors.prune import ScoredText, costs_from_offsets
-
-    idx = [i for i, s in enumerate(scored) if isinstance(s, ScoredText)]
-    totals: list[int | None] = [None] * len(scored)
-    if not idx:
-        return totals
-    texts = [scored[i].text for i in idx]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        offsets = [e.offsets for e in backend.encode_batch(texts, add_special_tokens=False)]
-    else:
-        offsets = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    for i, offs in zip(idx, offsets, strict=True):
-        s = scored[i]
-        starts = np.asarray(offs, dtype=np.int64).reshape(-1, 2)[:, 0]
-        s.costs = costs_from_offsets(s.starts, s.ends, starts)
-        totals[i] = len(starts)
-    return totals
-
-
-@dataclass
-class BlockOutput:
-    """A block of CoTs compressed to every ratio: ``texts[i][j]`` is CoT ``i`` at ratio ``j``, with its
-    target-model token count ``compressed_tokens[i][j]``; ``original_tokens[i]`` counts CoT ``i``."""
-
-    texts: list[list[str]]
-    original_tokens: list[int]
-    compressed_tokens: list[list[int]]
-
-
-def finish_block(
-    scored: Sequence[Any], tokenizer: Any, cots: Sequence[str], ratios: Sequence[float]
-) -> BlockOutput:
-    """Host side of a block: prune scored CoTs to every ratio and count the target tokens of the results.
-
-    Exact-mode results (:class:`~tokenskip.compressors.prune.ScoredText`) are pruned by
-    :func:`~tokenskip.compressors.calibrate.calibrate` against real target-token counts (which it returns,
-    so nothing is counted twice); compat results are pruned by llmlingua's rule and counted once.
-    """
-    from tokenskip.compressors.calibrate import calibrate
-    from tokenskip.compressors.prune import CompatScored, ScoredText, prune, prune_compat_many
-
-    def count(texts: list[str]) -> list[int]:
-        return count_tokens(tokenizer, texts)
-
-    m = len(ratios)
-    if scored and all(isinstance(s, ScoredText) for s in scored):
-        totals = assign_costs(tokenizer, scored)
-        original = [int(t) if len(s) else 0 for s, t in zip(scored, totals, strict=True)]
-        empty = [i for i, s in enumerate(scored) if len(s) == 0 and cots[i]]
-        for i, c in zip(empty, count([cots[i] for i in empty]), strict=True):
-            original[i] = c  # text without words (whitespace only)
-        texts, counts = calibrate(list(scored), list(ratios), count, original)
-        return BlockOutput(texts, original, counts)
-    texts = [prune_compat_many(s, ratios) if isinstance(s, CompatScored) else [prune(s, r) for r in ratios]
-             for s in scored]  # fmt: skip
-    flat = count([t for row in texts for t in row])
-    counts = [flat[i * m : (i + 1) * m] for i in range(len(texts))]
-    return BlockOutput(texts, count(list(cots)), counts)
-
-
-def compress_block(scorer: Any, tokenizer: Any, cots: Sequence[str], ratios: Sequence[float]) -> BlockOutput:
-    """Compress a block of CoTs to every ratio (score once, then :func:`finish_block`)."""
-    if hasattr(scorer, "score"):
-        return finish_block(scorer.score(list(cots)), tokenizer, cots, ratios)
-    texts = [[scorer.compress(c, r) if c.strip() else "" for r in ratios] for c in cots]
-    m = len(ratios)
-    flat = count_tokens(tokenizer, [t for row in texts for t in row])
-    counts = [flat[i * m : (i + 1) * m] for i in range(len(texts))]
-    return BlockOutput(texts, count_tokens(tokenizer, list(cots)), counts)
-
-
-def result_row(row: Row, ratio: float, compressed: str, original_tokens: int, compressed_tokens: int) -> dict:
-    achieved = compressed_tokens / original_tokens if original_tokens else 1.0
-    out = {
-        "id": row.id,
-        "question": row.question,
-        "answer": row.answer,
-        "cot": row.cot,
-        "compressed_cot": compressed if row.part is None else row.part.join(compressed),
-        "ratio": ratio,
-        "original_tokens": original_tokens,
-        "compressed_tokens": compressed_tokens,
-        "achieved_ratio": round(achieved, 6),
-    }
-    if row.part is not None:  # the tokens and the ratio count the thinking alone
-        out.update(thinking=True, thinking_closed=row.part.closed)
-    return out | (row.fields or {})
-
-
-# --------------------------------------------------------------------------------------------- input
-
-
-def iter_rows(
-    path: Path, field: str, on_error: str, stats: Any, spec: Any = None, counts: dict | None = None
-) -> Iterator[Row]:
-    """Stream the input's records as :class:`Row` (id defaults to ``<stem>-<line-1>``).
-
-    Required per row: ``question`` (or MATH's ``problem``) as non-blank text, ``answer`` as non-blank text
-    or a number, and ``field`` (the CoT) as a string or a list of strings -- an empty CoT is kept
-    (compressed to ""). ``spec`` (:class:`~tokenskip.compressors.thinking.ReadSpec`) picks generations
-    from a list (:mod:`tokenskip.data.generations`; rows with none picked are counted in ``counts``) and
-    names the think tags. Anything else is a UserError naming file, line and field, or skipped and counted
-    (``on_error="skip"``).
-    """
-    from tokenskip.compressors.thinking import ReadSpec, split_think
-    from tokenskip.data.generations import iter_picked
-    from tokenskip.data.inputs import require_fields
-
-    spec = spec or ReadSpec()
-
-    def qkey(obj: dict) -> str:
-        return "problem" if "problem" in obj and "question" not in obj else "question"
-
-    def convert(obj: dict, chosen: list) -> list[Row]:
-        require_fields(obj, values=["answer"])
-        return [Row(g.id, obj[qkey(obj)], obj["answer"], g.text, split_think(g.text, spec.tags), g.fields or None)
-                for g in chosen]  # fmt: skip
-
-    yield from iter_picked(path, field, spec.pick, spec.correct_field, on_error, stats, convert,
-                           lambda obj: require_fields(obj, text=[qkey(obj)]), counts)  # fmt: skip
-
-
-def check_rows(
-    path: Path, field: str, on_error: str, limit: int | None, spec: Any = None, counts: dict | None = None
-) -> tuple[int, Any]:
-    """Read every row the run will use once, before any model loads: bad input fails fast. Returns the
-    number of usable records (at most ``limit``) and the stats of skipped rows."""
-    from tokenskip.data.jsonl import BadLineStats
-
-    stats = BadLineStats()
-    n = 0
-    for _ in iter_rows(path, field, on_error, stats, spec, counts):
-        n += 1
-        if limit is not None and n >= limit:
-            break
-    if n == 0:
-        first = f", first: {stats.skipped[0]}" if len(stats) else ""
-        raise UserError(f"{path}: no usable rows ({len(stats)} malformed{first})")
-    return n, stats
+# the block helpers live in finish.py (pruning, counting) and rows.py (input); importable from here too
+__all__ = [
+    "BlockOutput",
+    "Row",
+    "assign_costs",
+    "check_rows",
+    "compress_block",
+    "count_tokens",
+    "finish_block",
+    "iter_rows",
+    "result_row",
+    "run_shard",
+]
 
 
 def run_shard(
@@ -242,7 +49,7 @@ def run_shard(
     position: int = 0,
     overlap: bool | None = None,
     total_rows: int | None = None,
-    spec: Any = None,
+    spec: ReadSpec | None = None,
 ) -> dict:
     """Compress the rows of one shard (``index % N == K``) into ``out``; returns counters.
 
@@ -251,11 +58,9 @@ def run_shard(
     """
     from tqdm import tqdm
 
-    from tokenskip.compressors.compress import make_scorer, ratio_file
-    from tokenskip.data.jsonl import BadLineStats
     from tokenskip.models import load_tokenizer
 
-    writers = {r: BlockWriter(ratio_file(out, r)) for r in ratios}
+    writers = {r: ResumableJsonlWriter(ratio_file(out, r)) for r in ratios}
     pool: ThreadPoolExecutor | None = None
     pending: Future | None = None
     try:
@@ -295,7 +100,7 @@ def run_shard(
             bar.update(len(rows))
 
         def finish(rows: list[Row], scored: list) -> None:
-            write(rows, finish_block(scored, tokenizer, [r.text for r in rows], ratios))
+            write(rows, scorer.finish(scored, tokenizer, [r.text for r in rows], ratios))
 
         def flush() -> None:
             nonlocal scorer, pool, pending
@@ -303,15 +108,12 @@ def run_shard(
                 return
             if scorer is None:
                 scorer = make_scorer(**scorer_kwargs)
-                on_gpu = str(getattr(scorer, "device", "cpu")).startswith("cuda")
+                on_gpu = str(scorer.device).startswith("cuda")
                 if overlap or (overlap is None and on_gpu):
                     # prune and write block b on a host thread while the GPU scores block b + 1
                     pool = ThreadPoolExecutor(1, thread_name_prefix="tokenskip-prune")
             rows = list(block)
             block.clear()
-            if not hasattr(scorer, "score"):  # the llmlingua backend: one call per CoT and ratio
-                write(rows, compress_block(scorer, tokenizer, [r.text for r in rows], ratios))
-                return
             scored = scorer.score([r.text for r in rows])
             if pool is None:
                 finish(rows, scored)
@@ -338,7 +140,7 @@ def run_shard(
             pending = None
         bar.close()
         counts["malformed_rows"] = len(stats)
-        if scorer is not None and hasattr(scorer, "describe"):
+        if scorer is not None:
             counts["scorer"] = scorer.describe()
         return counts
     finally:

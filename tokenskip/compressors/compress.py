@@ -19,13 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tokenskip.compressors.blocks import (
-    assign_costs,
-    check_rows,
-    compress_block,
-    count_tokens,
-    run_shard,
-)
+from tokenskip.compressors.blocks import run_shard
+from tokenskip.compressors.finish import assign_costs, compress_block, count_tokens
 from tokenskip.compressors.outputs import (
     _already_done,
     _check_config,
@@ -33,6 +28,8 @@ from tokenskip.compressors.outputs import (
     ratio_file,
     summarize,
 )
+from tokenskip.compressors.registry import SCORERS, make_scorer, scorer_class
+from tokenskip.compressors.rows import check_rows
 from tokenskip.compressors.sharding import (
     parse_shard,
     resolve_devices,
@@ -53,7 +50,6 @@ __all__ = [
     "parse_shard",
 ]
 
-SCORERS = ("llmlingua2", "selfinfo", "random", "truncation", "llmlingua")
 DEFAULT_RATIOS = "0.9,0.8,0.7,0.6,0.5"
 
 
@@ -78,60 +74,6 @@ def parse_ratios(ratios: str | float | Sequence[float]) -> list[float]:
         if value not in out:
             out.append(value)
     return out
-
-
-def make_scorer(
-    scorer: str = "selfinfo",
-    checkpoint: str | None = None,
-    mode: str = "exact",
-    force_tokens: Sequence[str] = (),
-    keep_digits: bool = False,
-    drop_consecutive: bool = False,
-    device: str = "auto",
-    dtype: str = "auto",
-    max_batch_tokens: int | None = None,
-    seed: int = 0,
-) -> Any:
-    """Build a scorer by name (``llmlingua`` gives the slow llmlingua reference backend)."""
-    if scorer not in SCORERS:
-        raise UserError(f"unknown --scorer '{scorer}' (one of: {', '.join(SCORERS)})")
-    if scorer == "llmlingua2":
-        from tokenskip.compressors.llmlingua2 import DEFAULT_CHECKPOINT, LLMLingua2Scorer
-
-        kwargs = {"max_batch_tokens": max_batch_tokens} if max_batch_tokens else {}
-        return LLMLingua2Scorer(
-            checkpoint or DEFAULT_CHECKPOINT,
-            mode=mode,
-            force_tokens=force_tokens,
-            keep_digits=keep_digits,
-            drop_consecutive=drop_consecutive,
-            device=device,
-            dtype=dtype,
-            **kwargs,
-        )
-    if scorer == "llmlingua":
-        from tokenskip.compressors.llmlingua2 import DEFAULT_CHECKPOINT, LLMLinguaReference
-
-        return LLMLinguaReference(
-            checkpoint or DEFAULT_CHECKPOINT, force_tokens, keep_digits, drop_consecutive, device=device
-        )
-    if scorer == "selfinfo":
-        from tokenskip.compressors.selfinfo import SelfInfoScorer
-        from tokenskip.models import DEFAULT_MODEL
-
-        kwargs = {"max_batch_tokens": max_batch_tokens} if max_batch_tokens else {}
-        return SelfInfoScorer(checkpoint or DEFAULT_MODEL, device=device, dtype=dtype, force_tokens=force_tokens,
-                              keep_digits=keep_digits, drop_consecutive=drop_consecutive, **kwargs)  # fmt: skip
-    if scorer == "random":
-        from tokenskip.compressors.baselines import RandomScorer
-
-        return RandomScorer(seed=seed)
-    from tokenskip.compressors.baselines import TruncationScorer
-
-    return TruncationScorer()
-
-
-# ------------------------------------------------------------------------------------ one block of CoTs
 
 
 # ------------------------------------------------------------------------------------------ the job
@@ -189,7 +131,8 @@ def compress(
         ratios: comma-separated γ values in (0, 1]: the share of target-model CoT tokens to keep.
         scorer: ``llmlingua2`` (LLMLingua-2 token classifier, TokenSkip's choice), ``selfinfo`` (causal-LM
             surprisal, Selective Context; offline default), ``random``, ``truncation`` (keep the first γ),
-            or ``llmlingua`` (the llmlingua package itself, one text at a time: slow reference).
+            ``length`` (toy: keep the longest words), or ``llmlingua`` (the llmlingua package itself, one
+            text at a time: slow reference). Every scorer of ``tokenskip.compressors.registry.SCORERS``.
         checkpoint: scorer model: for llmlingua2 a token-classifier hub id or folder (default
             microsoft/llmlingua-2-xlm-roberta-large-meetingbank); for selfinfo a causal LM (default: the
             embedded smollm2-135m).
@@ -249,7 +192,7 @@ def compress(
     if tokenskip_llama3:
         forced = forced + [t for t in ("Step", ":") if t not in forced]
         keep_digits = drop_consecutive = True
-    if (forced or keep_digits or drop_consecutive) and scorer in ("random", "truncation"):
+    if (forced or keep_digits or drop_consecutive) and "force_tokens" not in scorer_class(scorer).options:
         raise UserError(f"--force_tokens/--keep_digits/--drop_consecutive do not apply to --scorer {scorer}")
     from tokenskip.compressors.thinking import ReadSpec, resolve_think_tags
     from tokenskip.data.generations import check_pick
@@ -276,7 +219,7 @@ def compress(
         "input": str(input_path),
         "scorer": scorer,
         "checkpoint": checkpoint,
-        "mode": mode if scorer == "llmlingua2" else None,
+        "mode": mode if "mode" in scorer_class(scorer).options else None,
         "model": model,
         "field": field,
         "force_tokens": forced,

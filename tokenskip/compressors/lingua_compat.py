@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from tokenskip.compressors.base import first_line, run_batched
+from tokenskip.compressors.base import WORD_OPTIONS, Scorer, ScorerOptions, first_line, run_batched
+from tokenskip.compressors.finish import BlockOutput, counted
 from tokenskip.compressors.prune import CompatChunk, CompatScored
 from tokenskip.errors import UserError
 
@@ -291,8 +292,9 @@ class CompatMode:
     # ----------------------------------------------------------------------------------------- entry
 
 
-class LLMLinguaReference:
-    """The ``llmlingua`` package as TokenSkip runs it: ``compress_prompt(text, rate=γ)``, one call per text.
+class LLMLinguaReference(Scorer):
+    """The ``llmlingua`` package as TokenSkip runs it: ``compress_prompt(text, rate=γ)``, one call per text
+    and ratio (nothing is scored ahead: :meth:`score` hands the texts on, :meth:`finish` compresses them).
 
     Args:
         checkpoint: a path or hub id containing ``xlm-roberta-large`` or ``bert-base-multilingual-cased``
@@ -303,6 +305,15 @@ class LLMLinguaReference:
     """
 
     name = "llmlingua"
+    options = WORD_OPTIONS | {"checkpoint", "device"}
+    compared = False  # a slow reference of llmlingua2's compat mode
+
+    @classmethod
+    def build(cls, options: ScorerOptions) -> LLMLinguaReference:
+        o = options
+        return cls(
+            o.checkpoint or DEFAULT_CHECKPOINT, o.force_tokens, o.keep_digits, o.drop_consecutive, o.device
+        )
 
     def __init__(
         self,
@@ -339,6 +350,15 @@ class LLMLinguaReference:
 
     def compress(self, text: str, ratio: float) -> str:
         return self.compressor.compress_prompt(text, rate=ratio, **self.kwargs)["compressed_prompt"]
+
+    def score(self, texts: Sequence[str]) -> list[str]:  # type: ignore[override]
+        return list(texts)
+
+    def finish(
+        self, scored: Sequence[Any], tokenizer: Any, texts: Sequence[str], ratios: Sequence[float]
+    ) -> BlockOutput:
+        out = [[self.compress(t, r) if t.strip() else "" for r in ratios] for t in texts]
+        return counted(out, tokenizer, texts)
 
     def describe(self) -> dict[str, Any]:
         return {

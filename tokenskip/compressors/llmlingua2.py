@@ -26,8 +26,10 @@ import numpy as np
 
 from tokenskip.compressors.base import (
     MAX_PADDING,
+    MODEL_OPTIONS,
     MatmulPrecision,
     Scorer,
+    ScorerOptions,
     break_points,
     first_line,
     plan_windows,
@@ -127,6 +129,23 @@ class LLMLingua2Scorer(CompatMode, Scorer):
     """
 
     name = "llmlingua2"
+    options = MODEL_OPTIONS | {"mode"}
+
+    @classmethod
+    def build(cls, options: ScorerOptions) -> LLMLingua2Scorer:
+        return cls(options.checkpoint or DEFAULT_CHECKPOINT, mode=options.mode, **options.model_kwargs())
+
+    @classmethod
+    def unavailable(cls, checkpoint: str | None) -> str | None:
+        from transformers import AutoConfig
+
+        from tokenskip.models import resolve_model
+
+        try:
+            AutoConfig.from_pretrained(resolve_model(checkpoint or DEFAULT_CHECKPOINT))
+        except Exception as e:  # offline without the weights, a bad folder ...
+            return first_line(e)
+        return None
 
     def __init__(
         self,

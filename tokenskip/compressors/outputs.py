@@ -6,8 +6,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokenskip.compressors.blocks import iter_rows
+from tokenskip.compressors.rows import iter_rows
 from tokenskip.compressors.sharding import merge_shards, read_ids
+from tokenskip.data.inputs import BadLineStats
 from tokenskip.errors import UserError
 
 CONFIG_FILE = "compress_config.json"
@@ -74,7 +75,6 @@ def merge_parts(
     spec: object = None,
 ) -> None:
     """Append the parts' rows to ``out``'s ratio files in input order (see :func:`sharding.merge_shards`)."""
-    from tokenskip.data.jsonl import BadLineStats
 
     def row_ids() -> Iterator[str]:
         for index, row in enumerate(iter_rows(input_path, field, on_error, BadLineStats(), spec)):

@@ -19,8 +19,10 @@ import numpy as np
 
 from tokenskip.compressors.base import (
     MAX_PADDING,
+    MODEL_OPTIONS,
     MatmulPrecision,
     Scorer,
+    ScorerOptions,
     break_points,
     plan_windows,
     resolve_device_dtype,
@@ -52,6 +54,13 @@ class SelfInfoScorer(Scorer):
     """
 
     name = "selfinfo"
+    options = MODEL_OPTIONS
+
+    @classmethod
+    def build(cls, options: ScorerOptions) -> SelfInfoScorer:
+        from tokenskip.models import DEFAULT_MODEL
+
+        return cls(options.checkpoint or DEFAULT_MODEL, **options.model_kwargs())
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tokenskip.compressors.registry import scorer_class
 from tokenskip.errors import UserError
 
 
@@ -43,9 +44,10 @@ def shard_dirs(out: Path, n: int) -> list[Path]:
 
 
 def resolve_devices(devices: str | None, device: str, scorer: str) -> list[str]:
-    """``--devices`` as a list; default: every visible GPU when ``device`` is auto and there are several."""
+    """``--devices`` as a list; default: every visible GPU when ``device`` is auto, there are several and
+    the scorer runs on a device."""
     if devices is None or devices.strip() == "":
-        if device == "auto" and scorer in ("llmlingua2", "selfinfo"):
+        if device == "auto" and "device" in scorer_class(scorer).options:
             try:
                 import torch
 
@@ -120,9 +122,9 @@ def merge_shards(
     ``ratio_files``: per ratio, the final file and the N part files. ``row_ids``: the ids of the input's
     valid rows in order (row ``i`` lives in part ``i % N`` unless it was already in the final file).
     """
-    from tokenskip.compressors.blocks import BlockWriter
+    from tokenskip.data.jsonl import ResumableJsonlWriter
 
-    writers = [BlockWriter(final) for final, _ in ratio_files]
+    writers = [ResumableJsonlWriter(final) for final, _ in ratio_files]
     parts = [[_Part(p) for p in part_paths] for _, part_paths in ratio_files]
     try:
         pending: list[list[str]] = [[] for _ in ratio_files]

@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tokenskip.data.inputs import field_problem, locate, read_rows
-from tokenskip.data.jsonl import BadLineStats, OnError
+from tokenskip.data.inputs import BadLineStats, OnError, field_problem, locate, read_rows, reject
 from tokenskip.errors import UserError
 from tokenskip.grading import last_boxed
 
@@ -159,10 +158,7 @@ def collect_rows(
             if key(item) in seen:
                 raise ValueError(f"duplicate id '{key(item)}'")
         except ValueError as e:
-            msg = f"{locate(where, lineno)}: malformed row ({e})"
-            if on_error == "raise":
-                raise UserError(msg) from None
-            stats.add(msg)
+            reject(f"{locate(where, lineno)}: malformed row ({e})", on_error, stats)
             continue
         seen.add(key(item))
         items.append(item)

@@ -13,7 +13,7 @@ Formats, by file suffix (case-insensitive):
 A problem with one row -- not valid UTF-8, not a JSON object, an unusable field -- is a
 :class:`~tokenskip.errors.UserError` naming file, line (or row) and field with ``on_error="raise"``, or
 with ``on_error="skip"`` the row is skipped and the message counted in a
-:class:`~tokenskip.data.jsonl.BadLineStats`. A problem with the whole file (missing, empty, unknown
+:class:`BadLineStats`. A problem with the whole file (missing, empty, unknown
 suffix, a ``.json`` that does not parse) is always a UserError.
 """
 
@@ -24,9 +24,8 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from tokenskip.data.jsonl import BadLineStats, OnError, check_input_file
 from tokenskip.errors import UserError
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -35,6 +34,34 @@ BOM = b"\xef\xbb\xbf"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a \udXXX escape in JSON text
 _UTF8_HINT = "save the file as UTF-8"
+
+
+OnError = Literal["raise", "skip"]
+
+
+class BadLineStats:
+    """Counts rows that were skipped because they were malformed (``on_error="skip"``)."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.skipped.append(message)
+
+    def __len__(self) -> int:
+        return len(self.skipped)
+
+
+def check_input_file(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path, or raise UserError if it is missing, a directory or empty."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"file not found: {p}")
+    if p.is_dir():
+        raise UserError(f"expected a file, got a directory: {p}")
+    if p.stat().st_size == 0:
+        raise UserError(f"file is empty: {p}")
+    return p
 
 
 def locate(path: str | os.PathLike, n: int) -> str:
@@ -65,9 +92,10 @@ def read_rows(
         raise UserError(f"{p}: unsupported file type '{p.suffix or '(none)'}' (use {known})")
 
 
-def _reject(msg: str, on_error: OnError, stats: BadLineStats | None) -> None:
+def reject(msg: str, on_error: OnError, stats: BadLineStats | None) -> None:
+    """A bad row: UserError ``msg`` (``on_error="raise"``), or ``msg`` counted in ``stats`` (``skip``)."""
     if on_error == "raise":
-        raise UserError(msg)
+        raise UserError(msg) from None
     if stats is not None:
         stats.add(msg)
 
@@ -143,14 +171,14 @@ def read_jsonl_rows(
                     msg = _bad_line(path, lineno, bad)
                 else:
                     msg = f"{path}:{lineno}: malformed JSONL line ({_first_line(e)})"
-                _reject(msg, on_error, stats)
+                reject(msg, on_error, stats)
                 continue
             if bad or _SURROGATE_ESCAPE.search(raw):
                 found = bad_text_field(obj)
                 if found is not None:
                     column = bad[1] if bad else None
                     problem = _unicode_problem(*found, bad is not None, column)
-                    _reject(f"{path}:{lineno}: {problem}", on_error, stats)
+                    reject(f"{path}:{lineno}: {problem}", on_error, stats)
                     continue
             yield lineno, obj
 
@@ -187,11 +215,11 @@ def _json_rows(
     check_text = bad_at is not None or _SURROGATE_ESCAPE.search(raw) is not None
     for n, row in enumerate(data, start=1):
         if not isinstance(row, dict):
-            _reject(f"{path}: row {n}: expected a JSON object, got {type(row).__name__}", on_error, stats)
+            reject(f"{path}: row {n}: expected a JSON object, got {type(row).__name__}", on_error, stats)
             continue
         found = bad_text_field(row) if check_text else None
         if found is not None:
-            _reject(f"{path}: row {n}: {_unicode_problem(*found, bad_at is not None)}", on_error, stats)
+            reject(f"{path}: row {n}: {_unicode_problem(*found, bad_at is not None)}", on_error, stats)
             continue
         yield n, row
 
@@ -224,7 +252,7 @@ def _txt_rows(
                 continue
             text, bad = _decode(raw)
             if bad:
-                _reject(_bad_line(path, lineno, bad), on_error, stats)
+                reject(_bad_line(path, lineno, bad), on_error, stats)
                 continue
             yield lineno, {field: text.rstrip("\r\n")}
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from tokenskip.data.inputs import locate, read_rows, require_fields
+from tokenskip.data.inputs import locate, read_rows, reject, require_fields
 from tokenskip.data.jsonl import BadLineStats, write_json_atomic
 from tokenskip.errors import UserError
 from tokenskip.eval.metrics import markdown_table, summarize
@@ -33,10 +33,7 @@ def load_results(
             try:
                 require_fields(row, strings=["output"], values=["answer"])
             except ValueError as e:
-                msg = f"{locate(path, lineno)}: cannot grade the record ({e})"
-                if on_error == "raise":
-                    raise UserError(msg) from None
-                stats.add(msg)
+                reject(f"{locate(path, lineno)}: cannot grade the record ({e})", on_error, stats)
                 continue
             row["prediction"], row["correct"] = grade(
                 str(row["output"]), str(row["answer"]), row.get("task", "gsm8k")

@@ -83,25 +83,19 @@ def parse_scorers(spec: str | Sequence[str]) -> list[tuple[str, str | None, bool
     """``"selfinfo,selfinfo:qwen2.5-coder-0.5b,random,llmlingua2?"`` -> ``(scorer, checkpoint, optional)``.
 
     ``name:checkpoint`` picks the scorer's model; a trailing ``?`` marks a scorer that is skipped (not an
-    error) when its model cannot be loaded, e.g. llmlingua2 without the weights offline.
+    error) when its model cannot be loaded, e.g. llmlingua2 without the weights offline
+    (:func:`tokenskip.compressors.registry.parse_spec`). Repeats are dropped.
     """
-    from tokenskip.compressors.compress import SCORERS
+    from tokenskip.compressors.registry import parse_spec
     from tokenskip.errors import UserError
 
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[tuple[str, str | None, bool]] = []
-    for item in (i.strip() for i in items):
-        if not item:
+    for item in items:
+        if not item.strip():
             continue
-        optional = item.endswith("?")
-        name, _, checkpoint = item.rstrip("?").partition(":")
-        if name not in SCORERS or name == "llmlingua":
-            known = ", ".join(s for s in SCORERS if s != "llmlingua")
-            raise UserError(f"unknown scorer '{name}' in --scorers (one of: {known}; name:checkpoint)")
-        if checkpoint and name in ("random", "truncation"):
-            raise UserError(f"scorer '{name}' takes no checkpoint (got '{item}')")
-        entry = (name, checkpoint or None, optional)
-        if all(label(e[0], e[1]) != label(name, checkpoint or None) for e in out):
+        entry = parse_spec(item)
+        if all(label(e[0], e[1]) != label(entry.name, entry.checkpoint) for e in out):
             out.append(entry)
     if not out:
         raise UserError("--scorers is empty")

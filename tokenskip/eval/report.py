@@ -19,7 +19,7 @@ from tokenskip.eval.metrics import (
     bench_markdown,
     method_summary,
 )
-from tokenskip.methods import parse_methods
+from tokenskip.methods import Method, get_method, parse_methods
 
 # CSV columns after "method" (empty where a run has no such records)
 EXTRA_CSV = [k for k, _, _ in (*THINKING_COLUMNS, FORCED_COLUMN)]
@@ -118,6 +118,17 @@ def error_bars(rows: list[dict[str, Any]]) -> list[list[float]]:
     return [lows, highs]
 
 
+def ratio_points(rows: list[dict[str, Any]]) -> dict[type[Method], list[tuple[float, float]]]:
+    """The ratio-adherence figure's lines: per method class that takes a ratio γ, its ``(requested γ,
+    achieved ActRatio)`` points in γ order (rows without an ActRatio are left out)."""
+    out: dict[type[Method], list[tuple[float, float]]] = {}
+    for r in rows:
+        method = get_method(r["method"])
+        if method.arg == "ratio" and r["act_ratio"] is not None:
+            out.setdefault(type(method), []).append((r["requested_ratio"], r["act_ratio"]))
+    return {cls: sorted(pts) for cls, pts in out.items()}
+
+
 def _plots(runs: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], out: Path) -> None:
     import matplotlib
 
@@ -149,16 +160,9 @@ def _plots(runs: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="achieved = requested")
     for label, _meta, rows in runs:
-        for kind, marker in (("tokenskip", "o"), ("truncation", "s"), ("lc-prompt", "^")):
-            pts = [
-                (r["requested_ratio"], r["act_ratio"])
-                for r in rows
-                if r["method"].startswith(kind + "@") and r["act_ratio"] is not None
-            ]
-            if pts:
-                pts.sort()
-                name = f"{label}: {kind}" if label else kind
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=name)
+        for cls, pts in ratio_points(rows).items():
+            name = f"{label}: {cls.kind}" if label else cls.kind
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=cls.marker, label=name)
     ax.set_xlabel("requested ratio γ")
     ax.set_ylabel("achieved ActRatio (CoT tokens / original)")
     ax.set_xlim(0, 1.05)

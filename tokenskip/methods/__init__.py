@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 from tokenskip.errors import UserError
-from tokenskip.methods.base import Context, Method, Request, make_record
+from tokenskip.methods.base import Context, FieldError, Method, Request, RequestField, make_record
 
 # kind -> "module:Class" (imported on first use)
 REGISTRY: dict[str, str] = {
@@ -85,8 +85,10 @@ __all__ = [
     "DEFAULT_METHODS",
     "REGISTRY",
     "Context",
+    "FieldError",
     "Method",
     "Request",
+    "RequestField",
     "execution_order",
     "get_method",
     "known_specs",

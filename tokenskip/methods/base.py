@@ -37,6 +37,31 @@ from tokenskip.inference.base import Generation, Generator, SamplingConfig, Stre
 ArgKind = Literal["ratio", "budget", "text"]
 
 
+@dataclass(frozen=True)
+class RequestField:
+    """A server request field a method reads (the server's request types are built from these).
+
+    Attributes:
+        name: the JSON field, e.g. ``compression_ratio``.
+        type: its JSON value as a Python type: ``int``, ``float`` (an integer or a number), ``str``, a
+            ``Literal``, or a union of them; ``null`` (absent) is always allowed.
+        picks: the field picks the method (at most one such field per request); False for a field that
+            only refines the one that does (``thinking_wait`` needs ``thinking_budget``).
+    """
+
+    name: str
+    type: Any
+    picks: bool = True
+
+
+class FieldError(UserError):
+    """A request field's value is out of range (the server answers 400 naming ``field``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass
 class Context:
     """What a method may use while it runs.
@@ -76,7 +101,9 @@ class Method:
 
     Class attributes: ``kind`` (registry name), ``arg`` (what ``kind@X`` takes: a ratio γ, a token budget,
     free text, or None for no argument), ``uses_adapter`` (runs on the trained adapter in ``bench``),
-    ``needs_original`` (needs the ``original`` run's records).
+    ``needs_original`` (needs the ``original`` run's records), ``request_fields`` (the server request
+    fields that ask for it, turned into a spec by :meth:`from_request`), ``marker`` (its matplotlib marker
+    in ``report``'s ratio-adherence figure, where every method that takes a ratio γ is drawn).
     """
 
     kind: ClassVar[str] = "original"
@@ -84,6 +111,8 @@ class Method:
     arg_required: ClassVar[bool] = True
     uses_adapter: ClassVar[bool] = False
     needs_original: ClassVar[bool] = False
+    request_fields: ClassVar[tuple[RequestField, ...]] = ()
+    marker: ClassVar[str] = "o"
 
     def __init__(self, value: Any = None, **options: Any) -> None:
         self.value = value
@@ -113,6 +142,13 @@ class Method:
                 raise UserError(f"method '{cls.kind}@{text}': the budget must be >= 1")
             return cls(budget, **options)
         return cls(text, **options)
+
+    @classmethod
+    def from_request(cls, values: dict[str, Any], max_tokens: int, max_budget: int) -> str:
+        """The registry spec a server request asks for with this method's ``request_fields`` (``values``:
+        each field's value, None when absent; called when the picking field is set). ``max_tokens`` is the
+        request's output cap, ``max_budget`` the server's largest token budget. Raises :class:`FieldError`."""
+        raise NotImplementedError(f"method '{cls.kind}' reads no request fields")
 
     @property
     def name(self) -> str:
@@ -224,6 +260,14 @@ class Method:
     ) -> tuple[Generation, dict]:
         """The generation to record (possibly changed) and extra record fields."""
         return gen, {}
+
+    def response_info(
+        self, fields: dict[str, Any], extra: dict[str, Any], gen: Generation, chosen_by: str | None
+    ) -> dict[str, Any]:
+        """What this method adds to a server response's ``tokenskip`` object, from the request's ``prepare``
+        fields, ``finish``'s extra fields and the generation; ``chosen_by`` is the request field that picked
+        the method (None: none did)."""
+        return {}
 
     def run_batch(self, ctx: Context, records: list[Record]) -> list[dict[str, Any]]:
         """One record per question of the batch (the step the resumable runner calls)."""

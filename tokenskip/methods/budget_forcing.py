@@ -28,7 +28,7 @@ from tokenskip.data.datasets import Record
 from tokenskip.data.prompts import forced_answer, thinking_end
 from tokenskip.errors import UserError
 from tokenskip.inference.base import Generation, StreamCallback
-from tokenskip.methods.base import Context, Method, Request
+from tokenskip.methods.base import Context, FieldError, Method, Request, RequestField
 
 WAIT = "Wait"
 _SPEC = re.compile(r"^(\d+)(?:\+wait(\d*))?$")
@@ -78,6 +78,27 @@ class _Trace:
 class BudgetForcing(Method):
     kind = "budget-forcing"
     arg = "budget"
+    request_fields = (RequestField("thinking_budget", int), RequestField("thinking_wait", int, picks=False))
+
+    @classmethod
+    def from_request(cls, values: dict[str, Any], max_tokens: int, max_budget: int) -> str:
+        """``thinking_budget`` N (below ``max_tokens``: the answer gets the rest) and ``thinking_wait`` K."""
+        n, k = values["thinking_budget"], values.get("thinking_wait") or 0
+        if n < 1:
+            raise FieldError("thinking_budget", f"thinking_budget must be >= 1, got {n}")
+        if n >= max_tokens:
+            raise FieldError(
+                "thinking_budget",
+                f"thinking_budget {n} must be below max_tokens {max_tokens} (the answer gets the rest)",
+            )
+        if k < 0:
+            raise FieldError("thinking_wait", f"thinking_wait must be >= 0, got {k}")
+        return f"budget-forcing@{n}" + (f"+wait{k}" if k else "")
+
+    def response_info(
+        self, fields: dict[str, Any], extra: dict[str, Any], gen: Generation, chosen_by: str | None
+    ) -> dict[str, Any]:
+        return {k: extra[k] for k in ("thinking_budget", "forced", "waits", "thinking_generated")}
 
     def __init__(self, value: Any = None, wait: int = 0, **options: Any) -> None:
         super().__init__(value, **options)

@@ -15,6 +15,7 @@ from tokenskip.methods.base import Method
 class LCPrompt(Method):
     kind = "lc-prompt"
     arg = "ratio"
+    marker = "^"
 
     def preset(self, base: PromptPreset) -> PromptPreset:
         pct = round((1 - float(self.value)) * 100)

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tokenskip.data.datasets import Record
 from tokenskip.data.inputs import locate, read_rows
@@ -38,7 +38,7 @@ from tokenskip.inference.tale_budget import (
     get_template,
     parse_budget,
 )
-from tokenskip.methods.base import Context, Method, Request
+from tokenskip.methods.base import Context, FieldError, Method, Request, RequestField
 
 ESTIMATORS = ("zero-shot", "regression", "fixed", "none")
 ESTIMATE_FIELDS = (
@@ -267,6 +267,34 @@ class TaleEP(Method):
     kind = "tale-ep"
     arg = "text"
     arg_required = False
+    request_fields = (RequestField("token_budget", int | Literal["auto"]),)
+
+    @classmethod
+    def from_request(cls, values: dict[str, Any], max_tokens: int, max_budget: int) -> str:
+        """``token_budget``: β (``tale-ep@β``) or ``"auto"`` (``tale-ep``: the model's zero-shot estimate)."""
+        budget = values["token_budget"]
+        if budget == "auto":
+            return "tale-ep"
+        if not 1 <= budget <= max_budget:
+            raise FieldError("token_budget", f"token_budget must be in [1, {max_budget}], got {budget}")
+        return f"tale-ep@{budget}"
+
+    def response_info(
+        self, fields: dict[str, Any], extra: dict[str, Any], gen: Generation, chosen_by: str | None
+    ) -> dict[str, Any]:
+        """The budget, where it came from (``request`` when ``token_budget`` set it) and the estimate."""
+        budget = fields.get("budget")
+        info: dict[str, Any] = {"token_budget": budget}
+        if budget is None:
+            return info
+        fixed = chosen_by == "token_budget" and fields.get("budget_source") == "fixed"
+        info["budget_source"] = "request" if fixed else fields.get("budget_source")
+        if fields.get("estimate_output") is not None:
+            info["estimate_output"] = fields["estimate_output"]
+            info["estimate_tokens"] = fields.get("estimate_tokens") or 0
+        if info.get("estimate_tokens"):
+            info["total_tokens_with_estimate"] = info["estimate_tokens"] + gen.num_tokens
+        return info
 
     @classmethod
     def parse(cls, text: str | None, **options: Any) -> Method:

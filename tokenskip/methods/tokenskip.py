@@ -7,13 +7,23 @@ delimiter the adapter was trained with (read from its ``tokenskip_adapter.json``
 
 from __future__ import annotations
 
-from tokenskip.methods.base import Method
+from typing import Any
+
+from tokenskip.methods.base import FieldError, Method, RequestField
 
 
 class TokenSkip(Method):
     kind = "tokenskip"
     arg = "ratio"
     uses_adapter = True
+    request_fields = (RequestField("compression_ratio", float),)
+
+    @classmethod
+    def from_request(cls, values: dict[str, Any], max_tokens: int, max_budget: int) -> str:
+        gamma = values["compression_ratio"]
+        if not 0 < gamma <= 1:
+            raise FieldError("compression_ratio", f"compression_ratio must be in (0, 1], got {gamma}")
+        return f"tokenskip@{gamma!r}"
 
     def prompt_ratio(self) -> float | None:
         return self.value

@@ -26,6 +26,7 @@ class Truncation(Method):
     kind = "truncation"
     arg = "ratio"
     needs_original = True
+    marker = "s"
 
     def _original_tokens(self, ctx: Context, rec: Record) -> int:
         row = ctx.original.get(rec.id)

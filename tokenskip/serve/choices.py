@@ -213,26 +213,20 @@ class ChoiceRun:
         return gen, self.prompt_tokens, self.info(gen, {})
 
     def info(self, gen: Generation, extra: dict[str, Any]) -> dict[str, Any]:
+        """The response's ``tokenskip`` object: the keys every response has, then the method's own
+        (:meth:`~tokenskip.methods.base.Method.response_info`), then the choice's CoT tokens and timing."""
         m, f = self.choice.method, self.request.fields if self.request else {}
         info: dict[str, Any] = {
             "method": m.name if self.choice.raw is None else "raw",
             "compression_ratio": m.requested_ratio,
-            "token_budget": f.get("budget") if m.kind == "tale-ep" else None,
+            "token_budget": None,
         }
-        if m.kind == "tale-ep" and f.get("budget") is not None:
-            fixed = self.choice.field == "token_budget" and f.get("budget_source") == "fixed"
-            info["budget_source"] = "request" if fixed else f.get("budget_source")
-            if f.get("estimate_output") is not None:
-                info["estimate_output"] = f["estimate_output"]
-                info["estimate_tokens"] = f.get("estimate_tokens") or 0
-        if m.kind == "budget-forcing":
-            info.update({k: extra[k] for k in ("thinking_budget", "forced", "waits", "thinking_generated")})
-        info["cot_tokens"] = self.bridge.count_tokens(split_cot(gen.text))
-        info["latency_s"] = round(gen.latency_s, 4)
-        info["batch_size"] = gen.batch_size
-        if info.get("estimate_tokens"):
-            info["total_tokens_with_estimate"] = info["estimate_tokens"] + gen.num_tokens
-        return info
+        info.update(m.response_info(f, extra, gen, self.choice.field))
+        return info | {
+            "cot_tokens": self.bridge.count_tokens(split_cot(gen.text)),
+            "latency_s": round(gen.latency_s, 4),
+            "batch_size": gen.batch_size,
+        }
 
 
 class _user_errors:

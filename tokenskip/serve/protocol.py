@@ -1,22 +1,36 @@
 """The OpenAI wire format as pydantic types: requests, responses, stream chunks, errors.
 
 Requests accept OpenAI's fields (unknown ones are ignored, the few this server cannot honour are refused
-with 400, see :data:`UNSUPPORTED`) plus tokenskip's extensions:
+with 400, see :data:`UNSUPPORTED`) plus tokenskip's extensions, built from the method registry: every
+method's ``request_fields`` (:class:`~tokenskip.methods.base.RequestField`), e.g.
 
 * ``compression_ratio`` (γ in (0, 1]): method ``tokenskip@γ``;
 * ``token_budget`` (β, an integer or ``"auto"``): method ``tale-ep@β`` / ``tale-ep`` (zero-shot estimate);
 * ``thinking_budget`` (N) and ``thinking_wait`` (K): method ``budget-forcing@N`` / ``budget-forcing@N+waitK``;
-* ``method``: any registry spec (``beconcise``, ``lc-prompt@0.5``, ...).
 
-At most one of them picks the method (:meth:`ExtensionFields.method_spec`). Pure types and checks, no I/O.
+and ``method``: any registry spec (``beconcise``, ``lc-prompt@0.5``, ...). At most one of them picks the
+method (:meth:`OpenAIRequest.method_spec`; the method's ``from_request`` turns its fields into a spec).
+Pure types and checks, no I/O.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    create_model,
+    model_serializer,
+)
+
+from tokenskip.methods import REGISTRY, FieldError, Method, RequestField, method_class
 
 Number = StrictInt | StrictFloat
 
@@ -66,10 +80,27 @@ class ErrorResponse(BaseModel):
 # ------------------------------------------------------------------------------------------ requests
 
 
-class OpenAIRequest(BaseModel):
-    """Fields shared by chat and completions requests (OpenAI's and tokenskip's)."""
+def _wire(t: Any) -> Any:
+    """A request field's Python type as a strict pydantic type: a JSON integer is no float and no string
+    (``float`` accepts an integer or a number; ``Literal`` values and ``str`` as they are)."""
+    if t is int:
+        return StrictInt
+    if t is float:
+        return Number
+    if t is bool:
+        return StrictBool
+    args = get_args(t)
+    if args and get_origin(t) is not Literal:
+        return Union[tuple(_wire(a) for a in args)]  # noqa: UP007 (a union built at run time)
+    return t
+
+
+class OpenAIFields(BaseModel):
+    """Fields shared by chat and completions requests: OpenAI's (:func:`request_model` adds the methods')."""
 
     model_config = ConfigDict(extra="ignore")
+    # request field -> (its declaration, the method class that reads it); set by request_model
+    method_fields: ClassVar[dict[str, tuple[RequestField, type[Method]]]] = {}
 
     model: str | None = None
     max_tokens: StrictInt | None = None
@@ -90,12 +121,6 @@ class OpenAIRequest(BaseModel):
     echo: Any = None
     suffix: Any = None
     best_of: Any = None
-    # tokenskip extensions
-    compression_ratio: Number | None = None
-    token_budget: StrictInt | Literal["auto"] | None = None
-    thinking_budget: StrictInt | None = None
-    thinking_wait: StrictInt | None = None
-    method: str | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -120,44 +145,50 @@ class OpenAIRequest(BaseModel):
 
     def method_spec(self, max_tokens: int, max_budget: int) -> tuple[str, str | None]:
         """``(registry spec, the field that chose it)`` from the extension fields; ``original`` when none."""
-        chosen = [
-            name
-            for name in ("compression_ratio", "token_budget", "thinking_budget", "method")
-            if getattr(self, name) is not None
-        ]
-        if self.thinking_wait is not None and self.thinking_budget is None:
-            raise APIError(400, "thinking_wait needs thinking_budget", "thinking_wait")
+        fields = self.method_fields
+        values = {name: getattr(self, name) for name in (*fields, "method")}
+        for name, (f, cls) in fields.items():
+            picking = [p.name for p in cls.request_fields if p.picks]
+            if not f.picks and values[name] is not None and all(values[p] is None for p in picking):
+                raise APIError(400, f"{name} needs {' or '.join(picking)}", name)
+        chosen = [n for n, (f, _) in fields.items() if f.picks and values[n] is not None]
+        chosen += ["method"] if values["method"] is not None else []
         if len(chosen) > 1:
             raise APIError(400, f"{' and '.join(chosen)} cannot be combined", chosen[-1])
         if not chosen:
             return "original", None
         field = chosen[0]
-        if field == "compression_ratio":
-            gamma = self.compression_ratio
-            if not 0 < gamma <= 1:
-                raise APIError(400, f"compression_ratio must be in (0, 1], got {gamma}", field)
-            return f"tokenskip@{gamma!r}", field
-        if field == "token_budget":
-            if self.token_budget == "auto":
-                return "tale-ep", field
-            if not 1 <= self.token_budget <= max_budget:
-                raise APIError(
-                    400, f"token_budget must be in [1, {max_budget}], got {self.token_budget}", field
-                )
-            return f"tale-ep@{self.token_budget}", field
-        if field == "thinking_budget":
-            n, k = self.thinking_budget, self.thinking_wait or 0
-            if n < 1:
-                raise APIError(400, f"thinking_budget must be >= 1, got {n}", field)
-            if n >= max_tokens:
-                raise APIError(
-                    400, f"thinking_budget {n} must be below max_tokens {max_tokens} (the answer gets the rest)",
-                    field,
-                )  # fmt: skip
-            if k < 0:
-                raise APIError(400, f"thinking_wait must be >= 0, got {k}", "thinking_wait")
-            return f"budget-forcing@{n}" + (f"+wait{k}" if k else ""), field
-        return str(self.method), field
+        if field == "method":
+            return str(values["method"]), field
+        cls = fields[field][1]
+        try:
+            return cls.from_request(
+                {f.name: values[f.name] for f in cls.request_fields}, max_tokens, max_budget
+            ), field
+        except FieldError as e:
+            raise APIError(400, str(e), e.field) from None
+
+
+def request_model(methods: Iterable[type[Method]]) -> type[OpenAIFields]:
+    """The request fields: OpenAI's, each method's ``request_fields`` (in ``methods`` order), ``method``."""
+    fields: dict[str, tuple[RequestField, type[Method]]] = {}
+    for cls in methods:
+        for f in cls.request_fields:
+            if f.name in fields or f.name in OpenAIFields.model_fields or f.name == "method":
+                raise TypeError(f"method '{cls.kind}': request field '{f.name}' is already taken")
+            fields[f.name] = (f, cls)
+    model = create_model(
+        "OpenAIRequest",
+        __base__=OpenAIFields,
+        __doc__="Fields shared by chat and completions requests (OpenAI's and tokenskip's).",
+        **{name: (_wire(f.type) | None, None) for name, (f, _) in fields.items()},
+        method=(str | None, None),
+    )
+    model.method_fields = fields
+    return model
+
+
+OpenAIRequest = request_model(method_class(kind) for kind in REGISTRY)
 
 
 class TextPart(BaseModel):

@@ -132,11 +132,16 @@ class Responder:
     """Runs the choices of one request and writes its response (JSON, or an SSE stream)."""
 
     def __init__(
-        self, state: ServerState, kind: str, req: OpenAIRequest, choices: list[Choice], cfg: SamplingConfig
+        self,
+        state: ServerState,
+        endpoint: str,
+        req: OpenAIRequest,
+        choices: list[Choice],
+        cfg: SamplingConfig,
     ) -> None:
         state.admit(len(choices))
-        self.state, self.kind, self.req = state, kind, req
-        self.rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        self.state, self.endpoint, self.req = state, endpoint, req
+        self.rid = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         loop = asyncio.get_running_loop()
         self.runs = [ChoiceRun(c, state.engine, loop, state.config, cfg, self.rid) for c in choices]
         self.deadline = time.monotonic() + state.config.request_timeout
@@ -208,7 +213,7 @@ class Responder:
     def body(self, results: list[tuple[Any, int, dict]]) -> ChatCompletion | Completion:
         usage = Usage.of(sum(r[1] for r in results), sum(r[0].num_tokens for r in results))
         name = self.state.config.model_name
-        if self.kind == "chat":
+        if self.endpoint == "chat":
             ((gen, _, info),) = results
             choice = ChatChoice(
                 index=0, message=AssistantMessage(content=gen.text), finish_reason=gen.finish_reason
@@ -223,7 +228,7 @@ class Responder:
 
     async def stream(self) -> AsyncIterator[str]:
         """SSE events: a content chunk per piece of text as it arrives, then each choice's finish chunk."""
-        out = ChunkWriter(self.kind, self.rid, now(), self.state.config.model_name)
+        out = ChunkWriter(self.endpoint, self.rid, now(), self.state.config.model_name)
         pieces = Pieces(asyncio.get_running_loop())
         tasks = [
             asyncio.ensure_future(self.guarded(self.answer(r, pieces.sink(i))))
@@ -234,7 +239,7 @@ class Responder:
         pending = {task: i for i, task in enumerate(tasks)}
         sent = [TextDeltas() for _ in tasks]  # what each choice has streamed, to send the rest at its end
         try:
-            if self.kind == "chat":
+            if self.endpoint == "chat":
                 yield out.role()
             total_p = total_c = 0
             while pending:

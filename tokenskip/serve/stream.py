@@ -72,11 +72,11 @@ class Pieces:
 
 
 class ChunkWriter:
-    """The SSE events of one stream (``kind``: ``chat`` or ``completion``)."""
+    """The SSE events of one stream (``endpoint``: ``chat`` or ``completion``)."""
 
-    def __init__(self, kind: str, rid: str, created: int, model_name: str) -> None:
-        self.kind, self.rid, self.created, self.model_name = kind, rid, created, model_name
-        self.object = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    def __init__(self, endpoint: str, rid: str, created: int, model_name: str) -> None:
+        self.endpoint, self.rid, self.created, self.model_name = endpoint, rid, created, model_name
+        self.object = "chat.completion.chunk" if endpoint == "chat" else "text_completion"
         self._templates: dict[int, tuple[str, str] | None] = {}
 
     def event(self, choices: list[Any], **fields: Any) -> str:
@@ -93,7 +93,7 @@ class ChunkWriter:
     def chunk(self, i: int, text: str, finish: str | None = None, info: dict | None = None) -> str:
         """A chunk built from the models: text, or (with ``finish``) the choice's end and its info."""
         choice: Any
-        if self.kind == "chat":
+        if self.endpoint == "chat":
             delta = Delta(content=text) if finish is None else Delta()
             choice = ChatChunkChoice(index=i, delta=delta, finish_reason=finish)
         else:

@@ -74,23 +74,6 @@ class ForcedAnswer(Method):
         return full, {"answer_text": gen.text, **self.info.get(record.id, {})}
 
 
-def _scorer_loads(scorer: str, checkpoint: str | None) -> str | None:
-    """None when the scorer's model can be loaded here, else why not (for optional scorers)."""
-    if scorer != "llmlingua2":
-        return None
-    from transformers import AutoConfig
-
-    from tokenskip.compressors.base import first_line
-    from tokenskip.compressors.llmlingua2 import DEFAULT_CHECKPOINT
-    from tokenskip.models import resolve_model
-
-    try:
-        AutoConfig.from_pretrained(resolve_model(checkpoint or DEFAULT_CHECKPOINT))
-    except Exception as e:  # offline without the weights, a bad folder ...
-        return first_line(e)
-    return None
-
-
 def _cells(
     root: Path, selected: list[dict[str, Any]], labels: list[str], ratios: list[float], count: Any
 ) -> list[tuple[str, float, list[Record], dict[str, dict[str, Any]]]]:
@@ -177,6 +160,7 @@ def fidelity(
     """
     from tokenskip.compressors.blocks import count_tokens
     from tokenskip.compressors.compress import compress, parse_ratios
+    from tokenskip.compressors.registry import scorer_class
     from tokenskip.compressors.thinking import resolve_think_tags
     from tokenskip.data.jsonl import BadLineStats
     from tokenskip.eval.evaluate import load_results, report_skipped
@@ -231,7 +215,7 @@ def fidelity(
     skipped: dict[str, str] = {}
     for scorer, checkpoint, optional in scorer_list:
         name = label(scorer, checkpoint)
-        why = _scorer_loads(scorer, checkpoint) if optional else None
+        why = scorer_class(scorer).unavailable(checkpoint) if optional else None
         if why is not None:
             skipped[name] = why
             print(f"tokenskip: skipping scorer {name}: {why}", file=sys.stderr)
