@@ -129,12 +129,18 @@ def test_report_renders_saved_results(tmp_path):
         "tokenskip@0.5.b1.jsonl",
         [{"id": "a", "correct": False, "cot_tokens": 55, "output_tokens": 65, "latency_s": 0.9}],
     )
+    write(
+        "original.b1.jsonl",
+        [{"id": "a", "correct": True, "cot_tokens": 100, "output_tokens": 110, "latency_s": 1.8}],
+    )
     proc = run_cli("report", str(root), str(root), "--out", str(tmp_path / "both"))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "both" / "results.json").read_text())
     methods = data["runs"][0]["methods"]
     assert [m["method"] for m in methods] == ["original", "tokenskip@0.5"]  # truncation has no records yet
     assert methods[1]["act_ratio"] == pytest.approx(0.55) and methods[1]["latency_batch1_s"] == 0.9
+    assert methods[1]["speedup_batch1"] == pytest.approx(2.0)  # original's batch-1 latency over the method's
+    assert "speedup vs original (batch 1)" in (tmp_path / "both" / "results.md").read_text()
     assert len(data["runs"]) == 2
     for f in ("results.md", "results.csv", "accuracy_vs_tokens.png", "ratio_adherence.png"):
         assert (tmp_path / "both" / f).stat().st_size > 0

@@ -183,6 +183,7 @@ BENCH_COLUMNS: list[tuple[str, str, str]] = [
     ("requested_ratio", "γ requested", "f"),
     ("act_ratio", "ActRatio", "f"),
     ("latency_batch1_s", "latency s/sample (batch 1)", "f"),
+    ("speedup_batch1", "speedup vs original (batch 1)", "f"),
     ("latency_batched_s", "latency s/sample (batched)", "f"),
     ("throughput_tok_s", "throughput tok/s (batched)", "f"),
     ("budget_within_share", "within budget", "%"),

@@ -47,7 +47,7 @@ def load_run(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         return [r for _, r in read_jsonl(p, on_error="skip")]
 
     original = rows("original.jsonl")
-    orig_summary = method_summary("original", original, None)
+    orig_summary = method_summary("original", original, None, batch1_rows=rows("original.b1.jsonl"))
     summaries = []
     for method in parse_methods(meta["methods"]):
         recs = rows(f"{method.name}.jsonl")
@@ -63,6 +63,10 @@ def load_run(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 meta.get("batch_size"),
             )
         )
+    base_b1 = orig_summary["latency_batch1_s"]
+    for row in summaries:  # the paper's speedup: original's batch-1 latency over the method's
+        b1 = row["latency_batch1_s"]
+        row["speedup_batch1"] = base_b1 / b1 if base_b1 and b1 else None
     return meta, summaries
 
 
