@@ -174,12 +174,12 @@ def iter_rows(path: Path, field: str, on_error: str, stats: Any) -> Iterator[Row
     or a number, and ``field`` (the CoT) as a string -- an empty CoT is kept (compressed to ""). Anything
     else is a UserError naming file, line and field, or skipped and counted (``on_error="skip"``).
     """
-    from tokenskip.data.inputs import locate, read_rows, require_fields
+    from tokenskip.data.inputs import locate, read_rows, require_fields, unwrapped
 
     seen: set[str] = set()
     for lineno, obj in read_rows(path, on_error=on_error, stats=stats):  # type: ignore[arg-type]
         rid = obj.get("id")
-        rid = f"{path.stem}-{lineno - 1}" if rid in (None, "") else str(rid)
+        rid = f"{unwrapped(path).stem}-{lineno - 1}" if rid in (None, "") else str(rid)
         qkey = "problem" if "problem" in obj and "question" not in obj else "question"
         try:
             require_fields(obj, text=[qkey], values=["answer"], strings=[field])
