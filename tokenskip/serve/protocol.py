@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_serializer
 
-Number = StrictInt | StrictFloat
+from tokenskip.serve.fields import Budget, NonNegative, One, Positive, Ratio, Seed, Stop, Temperature, expect
 
 # request fields this server refuses (400) unless they carry one of these no-op values
 UNSUPPORTED: dict[str, tuple] = {
@@ -72,13 +72,13 @@ class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    max_tokens: StrictInt | None = None
-    max_completion_tokens: StrictInt | None = None
-    temperature: Number | None = None
-    top_p: Number | None = None
-    seed: StrictInt | None = None
-    stop: str | list[str] | None = None
-    n: StrictInt | None = None
+    max_tokens: Positive | None = None
+    max_completion_tokens: Positive | None = None
+    temperature: Temperature | None = None
+    top_p: Ratio | None = None
+    seed: Seed | None = None
+    stop: Stop | None = None
+    n: One | None = None
     stream: StrictBool | None = False
     stream_options: dict[str, Any] | None = None
     ignore_eos: StrictBool = False  # vLLM's extension (vllm backend only): exactly max_tokens tokens
@@ -91,10 +91,10 @@ class OpenAIRequest(BaseModel):
     suffix: Any = None
     best_of: Any = None
     # tokenskip extensions
-    compression_ratio: Number | None = None
-    token_budget: StrictInt | Literal["auto"] | None = None
-    thinking_budget: StrictInt | None = None
-    thinking_wait: StrictInt | None = None
+    compression_ratio: Ratio | None = None
+    token_budget: Budget | None = None
+    thinking_budget: Positive | None = None
+    thinking_wait: NonNegative | None = None
     method: str | None = None
 
     @property
@@ -169,7 +169,9 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart] | None = None
+    content: expect(
+        str | list[TextPart] | None, 'a string or a list of {"type": "text", "text": ...} parts'
+    ) = None
 
     def turn(self) -> dict[str, str]:
         """``{"role", "content"}`` with the text of the content parts (``developer`` reads as ``system``)."""
@@ -183,7 +185,7 @@ class ChatCompletionRequest(OpenAIRequest):
 
 
 class CompletionRequest(OpenAIRequest):
-    prompt: str | list[str]
+    prompt: expect(str | list[str], "a string or a list of strings")
     raw_prompt: StrictBool = False
 
     @property
