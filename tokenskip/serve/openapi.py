@@ -10,6 +10,7 @@ several fields (e.g. two method fields at once). Pure: no I/O.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
@@ -74,7 +75,7 @@ def _request_schema(schema: dict[str, Any], config: ServerConfig) -> dict[str, A
         if branch.get("type") == "integer":
             branch["maximum"] = config.max_budget
     for name, harmless in UNSUPPORTED.items():
-        shown = ", ".join("null" if v is None else repr(v) for v in harmless)
+        shown = ", ".join(json.dumps(v) for v in harmless)
         props[name]["description"] = f"Not supported: refused (400) unless one of {shown}."
     if "prompt" in props:
         for branch in _branches(props["prompt"]):
@@ -116,6 +117,10 @@ def _examples(request: str, config: ServerConfig) -> dict[str, Any]:
     }
     if n >= 2:
         fields["thinking_budget"] = {"thinking_budget": n // 2}
+    if request == "CompletionRequest":
+        fields["raw_prompt"] = {"raw_prompt": True}
+        if config.batch_size >= 2:
+            fields["prompts"] = {"prompt": [question, "What is 2 + 3?"], "compression_ratio": 0.5}
     return {name: {"value": base | extra} for name, extra in fields.items()}
 
 
