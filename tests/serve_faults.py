@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -88,12 +90,20 @@ def crowd(
         return list(pool.map(one, range(clients)))
 
 
-def start_process(cmd: list[str], url: str, timeout: float = 300) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_process(
+    cmd: list[str], url: str, timeout: float = 300, log=None, env: dict | None = None
+) -> subprocess.Popen:
+    """Start the server ``cmd`` (``env``: extra environment variables) and wait for its /health; its output
+    goes to ``log`` (an open file) if given, so a server that logs a lot never blocks on a full pipe."""
+    out = subprocess.PIPE if log is None else log
+    proc = subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+            text = proc.stdout.read() if log is None else open(log.name).read()
+            raise AssertionError(f"server exited with {proc.returncode}:\n{text[-3000:]}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return proc
@@ -136,3 +146,9 @@ def sigterm_drains(proc: subprocess.Popen, url: str, body: dict, exit_timeout: f
 
 
 PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -181,7 +181,9 @@ def test_whole_file_problems(tmp_path):
         list(read_rows(bad))
     csv = tmp_path / "x.csv"
     csv.write_text("a,b\n")
-    with pytest.raises(UserError, match=r"unsupported file type '\.csv' \(use \.jsonl, \.json, \.parquet\)"):
+    with pytest.raises(
+        UserError, match=r"unsupported file type '\.csv' \(use \.jsonl, \.json, \.parquet, \.jsonl\.gz"
+    ):
         list(read_rows(csv))
 
 

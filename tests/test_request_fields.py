@@ -2,6 +2,7 @@
 into a registry spec, and says what it adds to a response (pure: no model, no server)."""
 
 import pytest
+from pydantic import ValidationError
 
 from tokenskip.inference.base import Generation
 from tokenskip.methods import FieldError, Method, RequestField, get_method, method_class
@@ -11,7 +12,11 @@ MSGS = [{"role": "user", "content": "1 + 1?"}]
 
 
 def spec(max_tokens=100, max_budget=4096, **fields):
-    req = ChatCompletionRequest.model_validate({"messages": MSGS, **fields})
+    try:  # a value out of the field's declared range is refused by the request type, as the server does
+        req = ChatCompletionRequest.model_validate({"messages": MSGS, **fields})
+    except ValidationError as e:
+        field = str(e.errors()[0]["loc"][0])
+        return 400, f"invalid request: {field}: {e.errors()[0]['msg']}", field
     try:
         return req.method_spec(max_tokens, max_budget)
     except APIError as e:
@@ -26,14 +31,21 @@ def spec(max_tokens=100, max_budget=4096, **fields):
         ({"compression_ratio": 1}, ("tokenskip@1", "compression_ratio")),
         (
             {"compression_ratio": 1.5},
-            (400, "compression_ratio must be in (0, 1], got 1.5", "compression_ratio"),
+            (
+                400,
+                "invalid request: compression_ratio: must be a number in (0, 1], got 1.5",
+                "compression_ratio",
+            ),
         ),
         ({"token_budget": 50}, ("tale-ep@50", "token_budget")),
         ({"token_budget": "auto"}, ("tale-ep", "token_budget")),
         ({"token_budget": 5000}, (400, "token_budget must be in [1, 4096], got 5000", "token_budget")),
         ({"thinking_budget": 8}, ("budget-forcing@8", "thinking_budget")),
         ({"thinking_budget": 8, "thinking_wait": 2}, ("budget-forcing@8+wait2", "thinking_budget")),
-        ({"thinking_budget": 0}, (400, "thinking_budget must be >= 1, got 0", "thinking_budget")),
+        (
+            {"thinking_budget": 0},
+            (400, "invalid request: thinking_budget: must be an integer >= 1, got 0", "thinking_budget"),
+        ),
         (
             {"thinking_budget": 100},
             (
@@ -44,7 +56,7 @@ def spec(max_tokens=100, max_budget=4096, **fields):
         ),
         (
             {"thinking_budget": 8, "thinking_wait": -1},
-            (400, "thinking_wait must be >= 0, got -1", "thinking_wait"),
+            (400, "invalid request: thinking_wait: must be an integer >= 0, got -1", "thinking_wait"),
         ),
         ({"thinking_wait": 2}, (400, "thinking_wait needs thinking_budget", "thinking_wait")),
         (
@@ -68,13 +80,17 @@ def test_method_spec_from_the_request_fields(fields, expected):
 
 def test_request_types_are_the_declared_ones():
     props = CompletionRequest.model_json_schema()["properties"]
-    assert props["compression_ratio"]["anyOf"] == [{"type": "integer"}, {"type": "number"}, {"type": "null"}]
-    assert props["token_budget"]["anyOf"] == [
-        {"type": "integer"},
-        {"const": "auto", "type": "string"},
+    # the declared ranges are in the schema (RequestField.minimum / maximum)
+    assert props["compression_ratio"]["anyOf"] == [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         {"type": "null"},
     ]
-    assert props["thinking_wait"]["anyOf"] == [{"type": "integer"}, {"type": "null"}]
+    assert props["token_budget"]["anyOf"] == [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "enum": ["auto"]},
+        {"type": "null"},
+    ]
+    assert props["thinking_wait"]["anyOf"] == [{"type": "integer", "minimum": 0}, {"type": "null"}]
     names = list(props)
     assert names[names.index("best_of") + 1 :] == [
         "compression_ratio", "token_budget", "thinking_budget", "thinking_wait", "method",

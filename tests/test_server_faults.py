@@ -4,7 +4,6 @@ request fields that pick a method (thinking_budget, method)."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from serve_faults import (
     Q,
     chat_body,
     crowd,
+    free_port,
     sigterm_drains,
     start_process,
     stream,
@@ -93,15 +93,9 @@ def test_draining_server_refuses_new_requests(tok):
         assert c.get("/health").status_code == 503
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_finishes_in_flight_then_exits_zero():
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     script = str(Path(__file__).with_name("serve_fakes.py"))
     proc = start_process([PYTHON, script, str(port), "0.02"], url, timeout=120)

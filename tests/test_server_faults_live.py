@@ -7,10 +7,9 @@ server healthy and answering; SIGTERM refuses new requests, finishes the one in 
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
+import serve_faults
 from serve_faults import PYTHON, chat_body, crowd, sigterm_drains, start_process, stream, wait_health
 
 pytest.importorskip("fastapi")
@@ -20,17 +19,11 @@ pytestmark = pytest.mark.slow
 LONG = "Write the numbers from 1 to 300, separated by commas."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("backend", ["hf", "vllm"])
 def test_faults(backend):
     if backend == "vllm":
         pytest.importorskip("vllm")
-    port = _free_port()
+    port = serve_faults.free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
         PYTHON, "-m", "tokenskip.cli", "serve", "--backend", backend, "--model", "smollm2-135m",

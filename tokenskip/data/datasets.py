@@ -5,18 +5,19 @@ Sources, by ``--dataset``:
 * ``sample``: 16 grade-school problems bundled with tokenskip (offline quickstart).
 * ``gsm8k`` / ``math500`` / ``gsm8k-zero``: a local copy under ``$TOKENSKIP_DATA_DIR/<name>/<split>.jsonl``
   when that variable is set, else the Hugging Face Hub (``openai/gsm8k``, ``HuggingFaceH4/MATH-500``).
-* a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file. The format is detected per row:
-  GSM8K HF (``question``, ``answer`` = "... #### 18"), pre-split GSM8K (``question``, ``cot``, ``answer``),
-  MATH (``problem``, ``solution``, ``answer``), GSM8K-Zero (``question``, numeric ``answer``), or any
-  columns renamed with ``column_map`` (e.g. ``{"question": "prompt", "answer": "target"}``).
+* a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file (or ``.jsonl.gz`` / ``.json.gz``). The format is
+  detected per row: GSM8K HF (``question``, ``answer`` = "... #### 18"), pre-split GSM8K (``question``,
+  ``cot``, ``answer``), MATH (``problem``, ``solution``, ``answer``), GSM8K-Zero (``question``, numeric
+  ``answer``), or any columns renamed with ``column_map`` (e.g. ``{"question": "prompt", "answer": "target"}``).
 * any other ``owner/name``: a hub dataset (needs network), read with ``column_map``.
 
 Files are read by :func:`tokenskip.data.inputs.read_rows` (JSONL with or without BOM, LF or CRLF; a JSON
-array; parquet). Required per row: ``question`` (or MATH's ``problem``) as non-blank text, and ``answer``
-as non-blank text or a number (or MATH's ``solution`` with a ``\boxed{}``); ``cot``, if present, is text
-(``require_cot``: non-blank text, for build-sft). A malformed row (not valid UTF-8, not an object, a
-missing / null / empty required field, a duplicate id) raises a UserError naming file, line and field, or
-with ``on_error="skip"`` is skipped and counted in the returned stats -- never dropped silently.
+array; parquet; JSONL or JSON compressed with gzip). Required per row: ``question`` (or MATH's ``problem``)
+as non-blank text, and ``answer`` as non-blank text or a number (or MATH's ``solution`` with a
+``\boxed{}``); ``cot``, if present, is text (``require_cot``: non-blank text, for build-sft). A malformed row
+(not valid UTF-8, not an object, a missing / null / empty required field, a duplicate id) raises a
+UserError naming file, line and field, or with ``on_error="skip"`` is skipped and counted in the returned
+stats -- never dropped silently.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tokenskip.data.inputs import BadLineStats, OnError, field_problem, locate, read_rows, reject
+from tokenskip.data.inputs import BadLineStats, OnError, field_problem, locate, read_rows, reject, unwrapped
 from tokenskip.errors import UserError
 from tokenskip.grading import last_boxed
 
@@ -193,7 +194,8 @@ def load_records(
     if not name:
         raise UserError("--dataset is empty")
     local = Path(name).expanduser()
-    prefix = f"{local.parent.name}-{local.stem}" if local.parent.name else local.stem
+    stem = unwrapped(local).stem  # data.jsonl.gz: the ids of data.jsonl
+    prefix = f"{local.parent.name}-{stem}" if local.parent.name else stem
     if name == "sample":
         rows, where, prefix = read_rows(SAMPLE_FILE, on_error, stats), str(SAMPLE_FILE), "sample"
     elif name in NAMED:
@@ -209,7 +211,7 @@ def load_records(
             raise UserError(
                 f"dataset '{name}' has no hub copy: pass its file path, or set TOKENSKIP_DATA_DIR"
             )
-    elif local.exists() or local.suffix.lower() in (".jsonl", ".json", ".parquet", ".txt"):
+    elif local.exists() or unwrapped(local).suffix.lower() in (".jsonl", ".json", ".parquet", ".txt"):
         rows, where = read_rows(local, on_error, stats, txt_field="question"), str(local)
     elif "/" in name:
         rows, where, prefix = _hub_rows(name, None, split), name, name.split("/")[-1]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenskip.data.inputs import unwrapped
 from tokenskip.errors import UserError
 
 PICKS = ("all", "first", "correct", "first_correct")
@@ -46,7 +47,7 @@ def check_pick(pick: str, correct_field: str | None) -> None:
 def row_id(row: dict[str, Any], path: Path, lineno: int) -> str:
     """The row's ``id``, else ``<file stem>-<row number - 1>``."""
     rid = row.get("id")
-    return f"{path.stem}-{lineno - 1}" if rid in (None, "") else str(rid)
+    return f"{unwrapped(path).stem}-{lineno - 1}" if rid in (None, "") else str(rid)
 
 
 def _flags(row: dict[str, Any], correct_field: str, n: int) -> list[bool | None]:

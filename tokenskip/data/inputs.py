@@ -9,6 +9,8 @@ Formats, by file suffix (case-insensitive):
 * ``.parquet``: read in record batches (memory stays flat). Rows are numbered 1, 2, ...
 * ``.txt``: only where a verb asks for it (``infer``): one row per non-blank line, the line as
   ``{txt_field: line}``.
+* any of ``.jsonl``, ``.json`` and ``.txt`` compressed with gzip (``data.jsonl.gz``, ``data.json.gz``): read as
+  the plain file (same rows, same line numbers in messages, same record ids). Parquet is compressed inside.
 
 A problem with one row -- not valid UTF-8, not a JSON object, an unusable field -- is a
 :class:`~tokenskip.errors.UserError` naming file, line (or row) and field with ``on_error="raise"``, or
@@ -19,12 +21,15 @@ suffix, a ``.json`` that does not parse) is always a UserError.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from tokenskip.errors import UserError
 
@@ -64,9 +69,31 @@ def check_input_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def unwrapped(path: str | os.PathLike) -> Path:
+    """``path`` without its compression suffix (``data.jsonl.gz`` -> ``data.jsonl``): its format and the
+    prefix of its record ids come from this name."""
+    p = Path(path)
+    return p.with_suffix("") if p.suffix.lower() == ".gz" else p
+
+
+@contextlib.contextmanager
+def open_bytes(path: Path) -> Iterator[IO[bytes]]:
+    """``path`` opened for reading bytes, decompressed on the fly if it is gzip (``.gz``), so every reader
+    sees the plain file. A gzip file that is corrupt or cut short is a UserError naming the file."""
+    if path.suffix.lower() != ".gz":
+        with path.open("rb") as f:
+            yield f
+        return
+    try:
+        with gzip.open(path, "rb") as f:
+            yield f
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path}: cannot decompress gzip ({_first_line(e)})") from None
+
+
 def locate(path: str | os.PathLike, n: int) -> str:
     """``FILE:N`` for line-numbered files (.jsonl, .txt), ``FILE: row N`` for the others."""
-    return f"{path}:{n}" if Path(str(path)).suffix.lower() in LINE_SUFFIXES else f"{path}: row {n}"
+    return f"{path}:{n}" if unwrapped(path).suffix.lower() in LINE_SUFFIXES else f"{path}: row {n}"
 
 
 def read_rows(
@@ -78,18 +105,20 @@ def read_rows(
     """Yield ``(number, row)`` for every row of a ``.jsonl`` / ``.json`` / ``.parquet`` file (and ``.txt``
     when ``txt_field`` names the field each line goes to). See the module docstring for the rules."""
     p = check_input_file(path)
-    suffix = p.suffix.lower()
+    suffix = unwrapped(p).suffix.lower()
     if suffix == ".jsonl":
         yield from read_jsonl_rows(p, on_error, stats)
     elif suffix == ".json":
         yield from _json_rows(p, on_error, stats)
-    elif suffix == ".parquet":
+    elif suffix == ".parquet" and p.suffix.lower() == ".parquet":
         yield from _parquet_rows(p, on_error, stats)
     elif suffix == ".txt" and txt_field is not None:
         yield from _txt_rows(p, txt_field, on_error, stats)
     else:
-        known = ", ".join(TABLE_SUFFIXES + ((".txt",) if txt_field else ()))
-        raise UserError(f"{p}: unsupported file type '{p.suffix or '(none)'}' (use {known})")
+        plain = (".jsonl", ".json") + ((".txt",) if txt_field else ())
+        known = ", ".join(TABLE_SUFFIXES + ((".txt",) if txt_field else ()) + tuple(s + ".gz" for s in plain))
+        kind = "".join(p.suffixes[-2:]) if p.suffix.lower() == ".gz" else p.suffix
+        raise UserError(f"{p}: unsupported file type '{kind or '(none)'}' (use {known})")
 
 
 def reject(msg: str, on_error: OnError, stats: BadLineStats | None) -> None:
@@ -154,8 +183,8 @@ def _unicode_problem(field: str, char: str, from_bytes: bool, column: int | None
 def read_jsonl_rows(
     path: Path, on_error: OnError = "raise", stats: BadLineStats | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows of a JSON Lines file, whatever its suffix (BOM, CRLF and invalid UTF-8 handled)."""
-    with path.open("rb") as f:
+    """Rows of a JSON Lines file, whatever its suffix (BOM, CRLF and invalid UTF-8 handled; gzip if .gz)."""
+    with open_bytes(path) as f:
         for lineno, raw in enumerate(f, start=1):
             if lineno == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM) :]
@@ -186,7 +215,8 @@ def read_jsonl_rows(
 def _json_rows(
     path: Path, on_error: OnError, stats: BadLineStats | None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    raw = path.read_bytes()
+    with open_bytes(path) as f:
+        raw = f.read()
     if raw.startswith(BOM):
         raw = raw[len(BOM) :]
     try:
@@ -244,7 +274,7 @@ def _parquet_rows(
 def _txt_rows(
     path: Path, field: str, on_error: OnError, stats: BadLineStats | None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as f:
+    with open_bytes(path) as f:
         for lineno, raw in enumerate(f, start=1):
             if lineno == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM) :]

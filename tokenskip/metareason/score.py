@@ -78,8 +78,10 @@ class Scorer:
 
 
 def check_row(path: str, lineno: int, row: dict[str, Any]) -> None:
-    """A UserError naming file and line when a record lacks what scoring needs."""
-    where = f"{path}:{lineno}"
+    """A UserError naming file and line (or row) when a record lacks what scoring needs."""
+    from tokenskip.data.inputs import locate
+
+    where = locate(path, lineno)
     if row.get("id") is None:
         raise UserError(f"{where}: record has no 'id'")
     if row.get("answer") is None or not str(row["answer"]).strip():
@@ -91,13 +93,13 @@ def check_row(path: str, lineno: int, row: dict[str, Any]) -> None:
 
 
 def read_scorable(path: str) -> list[dict[str, Any]]:
-    from tokenskip.data.jsonl import read_jsonl
+    from tokenskip.data.inputs import locate, read_rows
 
     rows, seen = [], set()
-    for lineno, row in read_jsonl(path):
+    for lineno, row in read_rows(path):
         check_row(path, lineno, row)
         if str(row["id"]) in seen:
-            raise UserError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+            raise UserError(f"{locate(path, lineno)}: duplicate id {row['id']!r}")
         seen.add(str(row["id"]))
         rows.append(row)
     if not rows:
@@ -135,8 +137,8 @@ def score(
     """Score every record of a generated JSONL with RaM's reward (utility − cost), resumable.
 
     Args:
-        input: JSONL with id, answer, prompt (or question) and cot (or output), e.g. `tokenskip generate`
-            output.
+        input: records with id, answer, prompt (or question) and cot (or output), e.g. `tokenskip generate`
+            output: .jsonl, .json or .parquet (.jsonl.gz / .json.gz too).
         out: output JSONL: the input records plus logp_thought, logp_direct, thought_tokens, utility, cost,
             reward (and the scoring settings). Re-running resumes.
         model: the model whose likelihoods price the thoughts (alias, hub id or folder).

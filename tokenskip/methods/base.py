@@ -47,11 +47,19 @@ class RequestField:
             ``Literal``, or a union of them; ``null`` (absent) is always allowed.
         picks: the field picks the method (at most one such field per request); False for a field that
             only refines the one that does (``thinking_wait`` needs ``thinking_budget``).
+        minimum: the smallest number allowed (None: no lower bound); the server's schema documents it.
+        maximum: the largest number allowed (None: no upper bound).
+        exclusive_minimum: ``minimum`` itself is refused (γ in (0, 1]).
+        description: one line for the server's OpenAPI schema.
     """
 
     name: str
     type: Any
     picks: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    description: str = ""
 
 
 class FieldError(UserError):

@@ -78,7 +78,22 @@ class _Trace:
 class BudgetForcing(Method):
     kind = "budget-forcing"
     arg = "budget"
-    request_fields = (RequestField("thinking_budget", int), RequestField("thinking_wait", int, picks=False))
+    request_fields = (
+        RequestField(
+            "thinking_budget",
+            int,
+            minimum=1,
+            description="Budget forcing: method budget-forcing@N, "
+            "at most N thinking tokens (N < max_tokens).",
+        ),
+        RequestField(
+            "thinking_wait",
+            int,
+            picks=False,
+            minimum=0,
+            description="Budget forcing: K extra 'Wait' continuations (needs thinking_budget).",
+        ),
+    )
 
     @classmethod
     def from_request(cls, values: dict[str, Any], max_tokens: int, max_budget: int) -> str:

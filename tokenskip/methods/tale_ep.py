@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tokenskip.data.datasets import Record
-from tokenskip.data.inputs import locate, read_rows
+from tokenskip.data.inputs import locate, open_bytes, read_rows, unwrapped
 from tokenskip.data.prompts import PromptPreset
 from tokenskip.errors import UserError
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
@@ -135,16 +135,21 @@ def fit_regressor(
 
 def regressor_source(path: str) -> RegressionEstimator | list[dict[str, Any]]:
     """``--regressor``, read before any model loads: a fitted ``regressor.json`` (written by ``tale
-    search``), or the searched traces (``traces.jsonl`` or the search's output folder) to fit one on."""
+    search``), or the searched traces (``traces.jsonl``, a JSON array, gzipped or not, or the search's output
+    folder) to fit one on."""
     p = Path(path)
     if p.is_dir():
         p = p / "regressor.json" if (p / "regressor.json").exists() else p / "traces.jsonl"
     if not p.exists():
         raise UserError(f"--regressor {path}: file not found")
-    if p.suffix == ".jsonl":
+    if unwrapped(p).suffix.lower() == ".jsonl":
         return _read_traces(p)
     try:
-        return RegressionEstimator.from_dict(json.loads(p.read_text(encoding="utf-8-sig")))
+        with open_bytes(p) as f:
+            fitted = json.loads(f.read().decode("utf-8-sig"))
+        if isinstance(fitted, list):  # traces as a JSON array
+            return _read_traces(p)
+        return RegressionEstimator.from_dict(fitted)
     except (ValueError, TypeError, AttributeError) as e:
         raise UserError(f"--regressor {p}: {str(e).splitlines()[0][:200]}") from None
 
@@ -267,7 +272,14 @@ class TaleEP(Method):
     kind = "tale-ep"
     arg = "text"
     arg_required = False
-    request_fields = (RequestField("token_budget", int | Literal["auto"]),)
+    request_fields = (
+        RequestField(
+            "token_budget",
+            int | Literal["auto"],
+            minimum=1,
+            description='TALE: method tale-ep@β with a token budget β, or "auto" for the zero-shot estimate.',
+        ),
+    )
 
     @classmethod
     def from_request(cls, values: dict[str, Any], max_tokens: int, max_budget: int) -> str:

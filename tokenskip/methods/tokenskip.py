@@ -16,7 +16,16 @@ class TokenSkip(Method):
     kind = "tokenskip"
     arg = "ratio"
     uses_adapter = True
-    request_fields = (RequestField("compression_ratio", float),)
+    request_fields = (
+        RequestField(
+            "compression_ratio",
+            float,
+            minimum=0,
+            maximum=1,
+            exclusive_minimum=True,
+            description="TokenSkip: method tokenskip@γ, the chain of thought kept at ratio γ in (0, 1].",
+        ),
+    )
 
     @classmethod
     def from_request(cls, values: dict[str, Any], max_tokens: int, max_budget: int) -> str:

@@ -1,4 +1,5 @@
-"""The FastAPI application: Bearer auth, body-size limit, OpenAI error bodies, lifespan of the engine.
+"""The FastAPI application: Bearer auth, body-size limit, OpenAI error bodies, lifespan of the engine, and
+its OpenAPI document at ``/openapi.json``.
 
 ``create_app(backend, config)`` takes a :class:`~tokenskip.serve.engines.Engine` (the vLLM engine) or any
 :class:`~tokenskip.inference.base.Generator` (run by the batching worker, e.g. ``hf``). The engine starts
@@ -15,6 +16,7 @@ from typing import Any
 from tokenskip.inference.base import Generator
 from tokenskip.serve.config import ServerConfig
 from tokenskip.serve.engines import Engine, WorkerEngine
+from tokenskip.serve.openapi import openapi_schema
 from tokenskip.serve.protocol import APIError
 from tokenskip.serve.routes import ServerState, register
 from tokenskip.serve.worker import BatchWorker
@@ -51,7 +53,11 @@ def create_app(backend: Generator | Engine, config: ServerConfig, worker: BatchW
         await engine.stop()
         pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="tokenskip", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="tokenskip", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
+    document = openapi_schema(config)
+    app.openapi = lambda: document  # the request types with this server's limits (serve/openapi.py)
     app.state.server = state
     app.state.engine = engine
     app.state.worker = getattr(engine, "worker", None)

@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
-    StrictInt,
     create_model,
     model_serializer,
 )
 
 from tokenskip.methods import REGISTRY, FieldError, Method, RequestField, method_class
-
-Number = StrictInt | StrictFloat
+from tokenskip.serve.fields import One, Positive, Ratio, Seed, Stop, Temperature, expect, request_type
 
 # request fields this server refuses (400) unless they carry one of these no-op values
 UNSUPPORTED: dict[str, tuple] = {
@@ -80,21 +77,6 @@ class ErrorResponse(BaseModel):
 # ------------------------------------------------------------------------------------------ requests
 
 
-def _wire(t: Any) -> Any:
-    """A request field's Python type as a strict pydantic type: a JSON integer is no float and no string
-    (``float`` accepts an integer or a number; ``Literal`` values and ``str`` as they are)."""
-    if t is int:
-        return StrictInt
-    if t is float:
-        return Number
-    if t is bool:
-        return StrictBool
-    args = get_args(t)
-    if args and get_origin(t) is not Literal:
-        return Union[tuple(_wire(a) for a in args)]  # noqa: UP007 (a union built at run time)
-    return t
-
-
 class OpenAIFields(BaseModel):
     """Fields shared by chat and completions requests: OpenAI's (:func:`request_model` adds the methods')."""
 
@@ -103,13 +85,13 @@ class OpenAIFields(BaseModel):
     method_fields: ClassVar[dict[str, tuple[RequestField, type[Method]]]] = {}
 
     model: str | None = None
-    max_tokens: StrictInt | None = None
-    max_completion_tokens: StrictInt | None = None
-    temperature: Number | None = None
-    top_p: Number | None = None
-    seed: StrictInt | None = None
-    stop: str | list[str] | None = None
-    n: StrictInt | None = None
+    max_tokens: Positive | None = None
+    max_completion_tokens: Positive | None = None
+    temperature: Temperature | None = None
+    top_p: Ratio | None = None
+    seed: Seed | None = None
+    stop: Stop | None = None
+    n: One | None = None
     stream: StrictBool | None = False
     stream_options: dict[str, Any] | None = None
     ignore_eos: StrictBool = False  # vLLM's extension (vllm backend only): exactly max_tokens tokens
@@ -181,7 +163,7 @@ def request_model(methods: Iterable[type[Method]]) -> type[OpenAIFields]:
         "OpenAIRequest",
         __base__=OpenAIFields,
         __doc__="Fields shared by chat and completions requests (OpenAI's and tokenskip's).",
-        **{name: (_wire(f.type) | None, None) for name, (f, _) in fields.items()},
+        **{name: (request_type(f) | None, None) for name, (f, _) in fields.items()},
         method=(str | None, None),
     )
     model.method_fields = fields
@@ -200,7 +182,9 @@ class TextPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart] | None = None
+    content: expect(
+        str | list[TextPart] | None, 'a string or a list of {"type": "text", "text": ...} parts'
+    ) = None
 
     def turn(self) -> dict[str, str]:
         """``{"role", "content"}`` with the text of the content parts (``developer`` reads as ``system``)."""
@@ -214,7 +198,7 @@ class ChatCompletionRequest(OpenAIRequest):
 
 
 class CompletionRequest(OpenAIRequest):
-    prompt: str | list[str]
+    prompt: expect(str | list[str], "a string or a list of strings")
     raw_prompt: StrictBool = False
 
     @property

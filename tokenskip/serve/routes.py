@@ -27,6 +27,7 @@ from tokenskip.inference.base import SamplingConfig, TextDeltas
 from tokenskip.serve.choices import Aborted, Choice, ChoiceRun, make_method
 from tokenskip.serve.config import ServerConfig
 from tokenskip.serve.engines import Engine
+from tokenskip.serve.fields import invalid_text
 from tokenskip.serve.protocol import (
     APIError,
     AssistantMessage,
@@ -45,6 +46,7 @@ from tokenskip.serve.protocol import (
 from tokenskip.serve.stream import ChunkWriter, Pieces, sse
 
 R = TypeVar("R", bound=OpenAIRequest)
+GREEDY_BELOW = 1e-5  # temperatures below this decode greedily
 
 
 @dataclass
@@ -84,8 +86,17 @@ async def read_body(request: Any, kind: type[R], config: ServerConfig) -> R:
         body = json.loads(bytes(raw))
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"malformed JSON body ({str(e).splitlines()[0][:100]})") from None
+    except RecursionError:
+        raise APIError(400, "malformed JSON body (nested too deeply)") from None
     if not isinstance(body, dict):
         raise APIError(400, "the JSON body must be an object")
+    bad = invalid_text(body)
+    if bad is not None:
+        where, char = bad
+        raise APIError(
+            400, f"invalid request: {where}: must be valid Unicode text, got the lone surrogate {char}",
+            where.split(".")[0].split("[")[0],
+        )  # fmt: skip
     model = body.get("model")
     if model is not None and model != config.model_name:
         raise APIError(404, f"model '{model}' not found; this server serves '{config.model_name}'", "model")
@@ -93,14 +104,12 @@ async def read_body(request: Any, kind: type[R], config: ServerConfig) -> R:
         req = kind.model_validate(body)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"] if not isinstance(x, int) or x) or None
+        where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err["loc"]).lstrip(".")
         param = str(err["loc"][0]) if err["loc"] else None
-        raise APIError(400, f"invalid request: {where}: {err['msg']}", param) from None
+        raise APIError(400, f"invalid request: {where or 'body'}: {err['msg']}", param) from None
     refused = req.refused_field()
     if refused:
         raise APIError(400, f"'{refused}' is not supported by this server", refused)
-    if req.n not in (None, 1):
-        raise APIError(400, "only n = 1 is supported", "n")
     return req
 
 
@@ -108,22 +117,16 @@ def sampling(req: OpenAIRequest, config: ServerConfig, engine: Engine) -> Sampli
     """Decoding settings of a request, checked against the server's limits."""
     if req.ignore_eos and engine.name != "vllm":
         raise APIError(400, "ignore_eos needs the vllm backend", "ignore_eos")
+    for name in ("max_tokens", "max_completion_tokens"):  # both checked, though the second one wins
+        value = getattr(req, name)
+        if value is not None and value > config.max_tokens_limit:
+            raise APIError(400, f"{name} {value} exceeds this server's limit {config.max_tokens_limit}", name)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = config.default_max_tokens if max_tokens is None else max_tokens
-    if max_tokens < 1:
-        raise APIError(400, f"max_tokens must be a positive integer, got {max_tokens}", "max_tokens")
-    if max_tokens > config.max_tokens_limit:
-        raise APIError(
-            400,
-            f"max_tokens {max_tokens} exceeds this server's limit {config.max_tokens_limit}",
-            "max_tokens",
-        )
-    temperature = 0.0 if req.temperature is None else float(req.temperature)
+    # ranges are checked by the request's types (serve/fields.py); a temperature too small to divide the
+    # logits by without overflow is greedy decoding (as in vLLM)
+    temperature = 0.0 if req.temperature is None or req.temperature < GREEDY_BELOW else float(req.temperature)
     top_p = 1.0 if req.top_p is None else float(req.top_p)
-    if not 0 <= temperature <= 2:
-        raise APIError(400, f"temperature must be in [0, 2], got {temperature}", "temperature")
-    if not 0 < top_p <= 1:
-        raise APIError(400, f"top_p must be in (0, 1], got {top_p}", "top_p")
     seed = 42 if req.seed is None else req.seed
     return SamplingConfig(max_tokens, temperature, top_p, seed, req.stop_strings(), req.ignore_eos)
 
