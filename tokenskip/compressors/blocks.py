@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,17 +167,22 @@ def result_row(row: Row, ratio: float, compressed: str, original_tokens: int, co
 # --------------------------------------------------------------------------------------------- input
 
 
-def iter_rows(path: Path, field: str, on_error: str, stats: Any) -> Iterator[Row]:
+def iter_rows(
+    path: Path, field: str, on_error: str, stats: Any, rows: Iterable[tuple[int, dict]] | None = None
+) -> Iterator[Row]:
     """Stream the input's rows as :class:`Row` (id defaults to ``<stem>-<line-1>``).
 
     Required per row: ``question`` (or MATH's ``problem``) as non-blank text, ``answer`` as non-blank text
     or a number, and ``field`` (the CoT) as a string -- an empty CoT is kept (compressed to ""). Anything
     else is a UserError naming file, line and field, or skipped and counted (``on_error="skip"``).
+    ``rows``: numbered rows of one part of ``path`` (default: every row of it).
     """
     from tokenskip.data.inputs import locate, read_rows, require_fields
 
     seen: set[str] = set()
-    for lineno, obj in read_rows(path, on_error=on_error, stats=stats):  # type: ignore[arg-type]
+    if rows is None:
+        rows = read_rows(path, on_error=on_error, stats=stats)  # type: ignore[arg-type]
+    for lineno, obj in rows:
         rid = obj.get("id")
         rid = f"{path.stem}-{lineno - 1}" if rid in (None, "") else str(rid)
         qkey = "problem" if "problem" in obj and "question" not in obj else "question"

@@ -170,6 +170,8 @@ def compress(
     seed: int = 0,
     on_error: str = "raise",
     progress: bool = True,
+    engine: str = "local",
+    ray_workers: int | None = None,
 ) -> dict:
     """Compress every CoT of a JSONL file to each ratio γ (one scoring pass per CoT, all ratios from it).
 
@@ -215,6 +217,10 @@ def compress(
         on_error: ``raise`` stops at the first malformed row (not UTF-8, not an object, a missing/null/empty
             question, answer or CoT field, a duplicate id); ``skip`` skips and counts them.
         progress: show a progress bar on stderr.
+        engine: ``local`` (this process, or the ``--devices`` / ``--shard`` / torchrun split) or ``ray``: a
+            Ray Data pipeline on the cluster of ``RAY_ADDRESS`` (else a local Ray runtime), one scorer actor
+            per GPU; the same output files (``pip install 'tokenskip[ray]'``; see docs/scaling.md).
+        ray_workers: ray engine: scorer actors (default: one per GPU of the cluster, else 1).
     """
     from tokenskip.data.jsonl import check_input_file
 
@@ -240,6 +246,12 @@ def compress(
         keep_digits = drop_consecutive = True
     if (forced or keep_digits or drop_consecutive) and scorer in ("random", "truncation"):
         raise UserError(f"--force_tokens/--keep_digits/--drop_consecutive do not apply to --scorer {scorer}")
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be 'local' or 'ray', got '{engine}'")
+    if engine == "ray" and (shard or devices):
+        raise UserError("--engine ray spreads the work over the Ray cluster: drop --shard and --devices")
+    if ray_workers is not None and (engine != "ray" or ray_workers < 1):
+        raise UserError("--ray_workers is the number of Ray scorer actors: >= 1, with --engine ray")
     k, n_shards = parse_shard(shard)
     total_rows, bad_rows = check_rows(input_path, field, on_error, limit)  # before any model loads
     if len(bad_rows):
@@ -247,7 +259,7 @@ def compress(
             f"tokenskip: skipping {len(bad_rows)} malformed rows, first: {bad_rows.skipped[0]}",
             file=sys.stderr,
         )
-    job = torchrun_env()
+    job = torchrun_env() if engine == "local" else None
     if job is not None and (n_shards > 1 or devices):
         raise UserError("under torchrun every rank compresses its own part: drop --shard and --devices")
     device_list = [job.device(device)] if job is not None else resolve_devices(devices, device, scorer)
@@ -331,6 +343,15 @@ def compress(
         _report(summary, out_dir, progress and job.rank == 0)
         return summary
     prepare()
+    if engine == "ray":
+        from tokenskip.compressors.ray_engine import run_ray
+
+        counts = run_ray(out_dir, scorer_kwargs, progress, ray_workers, **common)
+        used = [f"ray: {counts['workers']} actors x {counts['gpus_per_worker']} GPU"]
+        extra = _extra(settings, used, len(bad_rows), [counts], started) | {"engine": "ray"}
+        summary = summarize(out_dir, ratio_list, extra)
+        _report(summary, out_dir, progress)
+        return summary
     if len(device_list) == 1:
         counts = run_shard(
             out=out_dir, scorer_kwargs=scorer_kwargs, shard=(k, n_shards), progress=progress, **common

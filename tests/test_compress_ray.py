@@ -1,0 +1,136 @@
+"""``tokenskip compress --engine ray`` on a local Ray runtime of 2 CPU workers (one runtime for the module):
+byte-identical ratio files to the single-process run, and a killed job resumed without a lost or doubled
+record. The input parts of the Ray datasource are checked against the one reader without Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tokenskip.compressors.blocks import iter_rows
+from tokenskip.compressors.outputs import ratio_file
+from tokenskip.compressors.ray_engine import jsonl_spans, numbered_rows, parquet_spans
+from tokenskip.data.datasets import SAMPLE_FILE
+from tokenskip.data.jsonl import BadLineStats
+
+RATIOS = [0.9, 0.8, 0.7, 0.6, 0.5]
+
+
+def _rows(path: Path, parts: list | None = None) -> list:
+    if parts is None:
+        return [(r.id, r.question, r.cot) for r in iter_rows(path, "cot", "skip", BadLineStats())]
+    return [(r.id, r.question, r.cot) for part in parts
+            for r in iter_rows(path, "cot", "skip", BadLineStats(), numbered_rows(path, part, "skip"))]  # fmt: skip
+
+
+def test_input_parts_read_back_as_the_whole_file(tmp_path):
+    lines = [json.dumps({"question": f"q{i}", "answer": str(i), "cot": f"c {i}"}) for i in range(40)]
+    lines[3], lines[7], lines[20] = (
+        "",
+        "{broken",
+        json.dumps({"id": "x", "question": "q", "answer": 1, "cot": ""}),
+    )
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())  # BOM, blank and bad lines, no final newline
+    whole = _rows(src)
+    for parts in (1, 3, 7, 40, 500):
+        spans = jsonl_spans(src, parts, min_bytes=1)
+        assert [a for a, _, _ in spans] == sorted({a for a, _, _ in spans}) and spans[0][:1] == (0,)
+        assert _rows(src, spans) == whole  # same ids (in-9 ... from line numbers), same order
+    assert whole[2][0] == "in-2" and whole[3][0] == "in-4" and ("x", "q", "") in whole
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"question": [f"q{i}" for i in range(10)], "answer": [str(i) for i in range(10)],
+                      "cot": [f"c {i}" for i in range(10)]})  # fmt: skip
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=3)
+    for parts in (1, 2, 4, 9):
+        got = _rows(tmp_path / "in.parquet", parquet_spans(tmp_path / "in.parquet", parts))
+        assert got == _rows(tmp_path / "in.parquet")
+
+
+def test_engine_ray_refuses_bad_rows_and_options_before_starting(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "1", "cot": "c"}\n{"question": "q2", "cot": "c"}\n')
+    res = run_cli("compress", "--input", str(bad), "--out", str(tmp_path / "o"), "--engine", "ray")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"tokenskip: error: {bad}:2: field 'answer' is missing"
+    res = run_cli("compress", "--input", str(SAMPLE_FILE), "--out", str(tmp_path / "o"), "--engine", "ray",
+                  "--shard", "0/2")  # fmt: skip
+    assert res.returncode == 2 and "drop --shard and --devices" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray runtime with 2 CPUs for the module; its address lets a subprocess join it."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """The single-process run of the bundled sample (selfinfo on the embedded model)."""
+    from tokenskip.compressors.compress import compress
+
+    out = tmp_path_factory.mktemp("local")
+    compress(str(SAMPLE_FILE), str(out), scorer="selfinfo", progress=False)
+    return out
+
+
+def _same_files(a: Path, b: Path) -> None:
+    for r in RATIOS:
+        assert ratio_file(b, r).read_bytes() == ratio_file(a, r).read_bytes(), r
+
+
+@pytest.mark.slow
+def test_engine_ray_writes_the_single_process_files(ray_cluster, local_run, tmp_path):
+    from tokenskip.compressors.compress import compress
+
+    out = tmp_path / "ray"
+    summary = compress(str(SAMPLE_FILE), str(out), engine="ray", ray_workers=2, batch_size=4, progress=False)
+    _same_files(local_run, out)
+    assert len(ratio_file(out, 0.5).read_text().splitlines()) == 16
+    local = json.loads((local_run / "summary.json").read_text())
+    assert summary["ratios"] == local["ratios"] and summary["engine"] == "ray"
+    assert summary["written_this_run"] == 16 and summary["devices"] == ["ray: 2 actors x 0 GPU"]
+
+
+@pytest.mark.slow
+def test_engine_ray_killed_mid_way_resumes_without_losing_or_doubling(ray_cluster, local_run, tmp_path):
+    from tokenskip.compressors.compress import compress
+
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "tokenskip.cli", "compress", "--input", str(SAMPLE_FILE), "--out", str(out),
+           "--engine", "ray", "--ray_workers", "1", "--batch_size", "1", "--progress", "false"]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}  # the job joins the module's runtime
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = ratio_file(out, RATIOS[0])
+    deadline = time.monotonic() + 240
+    while not (first.exists() and first.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no record written in 240 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proc.stderr.close()
+    kept = min(ratio_file(out, r).read_text().count("\n") for r in RATIOS if ratio_file(out, r).exists())
+    assert 2 <= kept < 16, kept  # killed mid-way
+
+    summary = compress(str(SAMPLE_FILE), str(out), engine="ray", ray_workers=2, batch_size=4, progress=False)
+    _same_files(local_run, out)  # every record once, in input order
+    assert summary["written_this_run"] == 16 - kept  # the records already written were not scored again
