@@ -2,9 +2,9 @@
 
 Compresses the first N GSM8K train CoTs (llmlingua2 exact mode, the random-weight checkpoint that
 ``compress_throughput.py`` builds, ``--size small``) to 5 ratios three times: the local engine in this
-process, then on a local Ray runtime of ``--cpus`` CPUs with 1 and with ``--cpus`` scorer actors (one torch
-thread each). Prints wall seconds of each (and the Ray runtime's start-up, counted apart), and checks that
-every run wrote the same bytes.
+process (one torch thread, as an actor has: local against one actor is Ray's overhead), then on a local Ray
+runtime of ``--cpus`` CPUs with 1 and with ``--cpus`` scorer actors. Prints wall seconds of each (and the
+Ray runtime's start-up, counted apart) and the load average, and checks that every run wrote the same bytes.
 
     python benchmarks/ray_overhead.py --n 200 --size small
 """
@@ -42,11 +42,14 @@ def main() -> int:
     ap.add_argument("--data", default=str(DATA / "gsm8k" / "train.jsonl"))
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray runtime")
     ap.add_argument("--batch_size", type=int, default=64, help="CoTs per scored batch (both engines)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the local run (an actor has 1)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import ray
+    import torch
 
+    torch.set_num_threads(args.threads)
     ratios = [0.9, 0.8, 0.7, 0.6, 0.5]
     ckpt = checkpoint(args.size, "xlm-roberta", Path(args.data))
     work = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
@@ -59,7 +62,8 @@ def main() -> int:
                "checkpoint": str(ckpt), "batch_size": args.batch_size, "progress": False}  # fmt: skip
         t = time.perf_counter()
         compress(out=str(work / "local"), **job)
-        figures = {"n": args.n, "size": args.size, "local_s": round(time.perf_counter() - t, 2)}
+        figures = {"n": args.n, "size": args.size, "local_threads": args.threads}
+        figures["local_s"] = round(time.perf_counter() - t, 2)
         reference = files(work / "local", ratios)
 
         t = time.perf_counter()

@@ -193,16 +193,20 @@ class Compressor:
 # ------------------------------------------------------------------------------------------- the driver
 
 
-def _user_error(e: BaseException) -> UserError | None:
-    """The UserError inside a Ray error (a scorer that could not load, ...), if any."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, UserError):
-            return e
-        cause = getattr(e, "cause", None)
-        e = cause if isinstance(cause, BaseException) else e.__cause__
-    return None
+def _user_error(e: BaseException) -> str | None:
+    """The message of a UserError raised on the cluster (a scorer that could not load, ...), if any: an
+    actor that died in ``__init__`` keeps only the text of the error's traceback."""
+    import re
+
+    seen, chain = set(), e
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, UserError):
+            return str(chain).splitlines()[0]
+        cause = getattr(chain, "cause", None)
+        chain = cause if isinstance(cause, BaseException) else chain.__cause__
+    found = re.findall(r"tokenskip\.errors\.UserError: (.+)", str(e))
+    return found[-1].strip() if found else None
 
 
 def start_ray() -> bool:
@@ -211,6 +215,7 @@ def start_ray() -> bool:
     import logging
 
     import ray
+    import ray.data  # configures its loggers on import: quieten them after
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset execution plans on stderr
     if ray.is_initialized():
@@ -285,9 +290,9 @@ def run_ray(
                     counts["scorer"] = json.loads(batch["scorer"][0])
                 bar.update(len(batch["id"]))
         except Exception as e:
-            inner = _user_error(e)
-            if inner is not None:
-                raise UserError(str(inner)) from None
+            message = _user_error(e)
+            if message is not None:
+                raise UserError(message) from None
             raise
         bar.close()
         counts["workers"] = n_workers
