@@ -75,7 +75,8 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     import logging
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)  # fmt: skip
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
