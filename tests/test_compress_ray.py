@@ -69,6 +69,19 @@ def test_engine_ray_refuses_bad_rows_and_options_before_starting(tmp_path):
     assert res.returncode == 2 and "drop --shard and --devices" in res.stderr
 
 
+def test_a_user_error_raised_on_the_cluster_comes_back_as_its_message():
+    from tokenskip.compressors.ray_engine import _user_error
+    from tokenskip.errors import UserError
+
+    try:
+        raise RuntimeError("actor died") from UserError("unknown model 'x'\nmore")
+    except RuntimeError as e:
+        assert _user_error(e) == "unknown model 'x'"
+    text = "ActorDiedError: ... Traceback ...\ntokenskip.errors.UserError: unknown model '/m': not an alias\n"
+    assert _user_error(RuntimeError(text)) == "unknown model '/m': not an alias"
+    assert _user_error(RuntimeError("out of memory")) is None
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray runtime with 2 CPUs for the module; its address lets a subprocess join it."""

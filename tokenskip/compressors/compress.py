@@ -33,6 +33,7 @@ from tokenskip.compressors.outputs import (
     ratio_file,
     summarize,
 )
+from tokenskip.compressors.ray_engine import check_engine
 from tokenskip.compressors.sharding import (
     parse_shard,
     resolve_devices,
@@ -246,12 +247,7 @@ def compress(
         keep_digits = drop_consecutive = True
     if (forced or keep_digits or drop_consecutive) and scorer in ("random", "truncation"):
         raise UserError(f"--force_tokens/--keep_digits/--drop_consecutive do not apply to --scorer {scorer}")
-    if engine not in ("local", "ray"):
-        raise UserError(f"--engine must be 'local' or 'ray', got '{engine}'")
-    if engine == "ray" and (shard or devices):
-        raise UserError("--engine ray spreads the work over the Ray cluster: drop --shard and --devices")
-    if ray_workers is not None and (engine != "ray" or ray_workers < 1):
-        raise UserError("--ray_workers is the number of Ray scorer actors: >= 1, with --engine ray")
+    check_engine(engine, shard or devices, ray_workers)
     k, n_shards = parse_shard(shard)
     total_rows, bad_rows = check_rows(input_path, field, on_error, limit)  # before any model loads
     if len(bad_rows):

@@ -193,6 +193,16 @@ class Compressor:
 # ------------------------------------------------------------------------------------------- the driver
 
 
+def check_engine(engine: str, split: str | None, ray_workers: int | None) -> None:
+    """The engine options of ``compress`` (``split``: its ``--shard`` or ``--devices``, if any)."""
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine must be 'local' or 'ray', got '{engine}'")
+    if engine == "ray" and split:
+        raise UserError("--engine ray spreads the work over the Ray cluster: drop --shard and --devices")
+    if ray_workers is not None and (engine != "ray" or ray_workers < 1):
+        raise UserError("--ray_workers is the number of Ray scorer actors: >= 1, with --engine ray")
+
+
 def _user_error(e: BaseException) -> str | None:
     """The message of a UserError raised on the cluster (a scorer that could not load, ...), if any: an
     actor that died in ``__init__`` keeps only the text of the error's traceback."""
