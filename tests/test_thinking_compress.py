@@ -349,36 +349,3 @@ def test_fidelity_cuts_thinking_records_to_their_thinking():
     assert method.given(ctx, Record("a", "q", "8", "short")) == "short\n</think>\n\nFinal Answer: $\\boxed{"
     assert method.given(ctx, Record("c", "q", "8", "short")) == "short\n\nThe final answer is: $\\boxed{"
     assert method.given(ctx, Record("a", "q", "8", "")) == "</think>\n\nFinal Answer: $\\boxed{"  # no CoT
-
-
-@pytest.mark.slow
-def test_fidelity_on_thinking_records_end_to_end(tmp_path, embedded_model_dir):
-    src = tmp_path / "r1.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in THINK_ROWS), encoding="utf-8")
-    out = tmp_path / "fid"
-    proc = run_cli("fidelity", "--input", str(src), "--out", str(out), "--scorers", "truncation", "--ratios", "0.5",
-                   "--max-new-tokens", "4", "--batch-size", "3", env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meta = json.loads((out / "fidelity.json").read_text())["meta"]
-    assert meta["thinking_records"] == 2 and meta["think_tags"] == ["<think>", "</think>"]
-    for cell in ("truncation@0.5", "full@1.0"):
-        rows = {r["id"]: r for r in read(out / "answers" / f"{cell}.jsonl")}
-        assert set(rows) == {"a", "b", "c"}
-        for i in "ab":  # the (compressed) thinking, closed, then the answer cue: the answer is the reader's
-            given = rows[i]["output"][: -len(rows[i]["answer_text"]) or None]
-            assert given.endswith("\n</think>\n\nFinal Answer: $\\boxed{") and given.count("</think>") == 1
-            assert "<think>" not in given and "The answer is" not in given
-        assert rows["c"]["output"].startswith("2 + 6") and "</think>" not in rows["c"]["output"]
-
-
-@pytest.mark.slow
-def test_selfinfo_prunes_only_the_thinking_of_a_generations_field(tmp_path, r1_records):
-    texts, count = r1_records
-    small = {k: texts[k] for k in ("both", "no_open", "cut", "plain")}  # 230 to 600 thinking tokens
-    src = write_records(tmp_path / "r1.jsonl", small, "generations")
-    compress(
-        str(src), str(tmp_path / "c"), ratios="0.5", scorer="selfinfo", field="generations", progress=False
-    )
-    rows = read(tmp_path / "c" / "compressed_0.5.jsonl")
-    assert [r["id"] for r in rows] == list(small)
-    check_thinking_rows(rows, small, count)

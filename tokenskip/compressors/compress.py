@@ -28,6 +28,7 @@ from tokenskip.compressors.outputs import (
     ratio_file,
     summarize,
 )
+from tokenskip.compressors.ray_engine import check_engine
 from tokenskip.compressors.registry import SCORERS, make_scorer, scorer_class
 from tokenskip.compressors.rows import check_rows
 from tokenskip.compressors.sharding import (
@@ -116,6 +117,8 @@ def compress(
     correct_field: str | None = None,
     think_tags: str | None = None,
     preset: str | None = None,
+    engine: str = "local",
+    ray_workers: int | None = None,
 ) -> dict:
     """Compress every CoT of a JSONL file to each ratio γ (one scoring pass per CoT, all ratios from it).
 
@@ -169,6 +172,10 @@ def compress(
             holding them only the thinking is pruned and counted; the tags, the text before the thinking
             and everything after the close tag stay byte for byte. An unclosed block is all thinking.
         preset: a prompt preset whose think tags to look for (``qwen3``; one without tags: off).
+        engine: ``local`` (this process, or the ``--devices`` / ``--shard`` / torchrun split) or ``ray``: a
+            Ray Data pipeline on the cluster of ``RAY_ADDRESS`` (else a local Ray runtime), one scorer actor
+            per GPU; the same output files (``pip install 'tokenskip[ray]'``; see docs/scaling.md).
+        ray_workers: ray engine: scorer actors (default: one per GPU of the cluster, else 1).
     """
     from tokenskip.data.jsonl import check_input_file
 
@@ -199,6 +206,7 @@ def compress(
 
     check_pick(pick, correct_field)
     spec = ReadSpec(pick, correct_field, resolve_think_tags(think_tags, preset))
+    check_engine(engine, shard or devices, ray_workers)
     k, n_shards = parse_shard(shard)
     picking: dict[str, int] = {}
     total_rows, bad_rows = check_rows(
@@ -209,7 +217,7 @@ def compress(
             f"tokenskip: skipping {len(bad_rows)} malformed rows, first: {bad_rows.skipped[0]}",
             file=sys.stderr,
         )
-    job = torchrun_env()
+    job = torchrun_env() if engine == "local" else None
     if job is not None and (n_shards > 1 or devices):
         raise UserError("under torchrun every rank compresses its own part: drop --shard and --devices")
     device_list = [job.device(device)] if job is not None else resolve_devices(devices, device, scorer)
@@ -298,6 +306,15 @@ def compress(
         _report(summary, out_dir, progress and job.rank == 0)
         return summary
     prepare()
+    if engine == "ray":
+        from tokenskip.compressors.ray_engine import run_ray
+
+        counts = run_ray(out_dir, scorer_kwargs, progress, ray_workers, **common)
+        used = [f"ray: {counts['workers']} actors x {counts['gpus_per_worker']} GPU"]
+        extra = _extra(settings, used, len(bad_rows), [counts], started) | {"engine": "ray"}
+        summary = summarize(out_dir, ratio_list, extra)
+        _report(summary, out_dir, progress)
+        return summary
     if len(device_list) == 1:
         counts = run_shard(
             out=out_dir, scorer_kwargs=scorer_kwargs, shard=(k, n_shards), progress=progress, **common

@@ -3,7 +3,7 @@ ratio."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ def iter_rows(
     stats: BadLineStats,
     spec: ReadSpec | None = None,
     counts: dict | None = None,
+    rows: Iterable[tuple[int, dict]] | None = None,
 ) -> Iterator[Row]:
     """Stream the input's records as :class:`Row` (id defaults to ``<stem>-<line-1>``).
 
@@ -62,7 +63,7 @@ def iter_rows(
     (compressed to ""). ``spec`` (:class:`~tokenskip.compressors.thinking.ReadSpec`) picks generations
     from a list (:mod:`tokenskip.data.generations`; rows with none picked are counted in ``counts``) and
     names the think tags. Anything else is a UserError naming file, line and field, or skipped and counted
-    (``on_error="skip"``).
+    (``on_error="skip"``). ``rows``: the numbered rows of one part of ``path`` (default: all of them).
     """
     spec = spec or ReadSpec()
 
@@ -75,7 +76,7 @@ def iter_rows(
                 for g in chosen]  # fmt: skip
 
     yield from iter_picked(path, field, spec.pick, spec.correct_field, on_error, stats, convert,
-                           lambda obj: require_fields(obj, text=[qkey(obj)]), counts)  # fmt: skip
+                           lambda obj: require_fields(obj, text=[qkey(obj)]), counts, rows)  # fmt: skip
 
 
 def check_rows(

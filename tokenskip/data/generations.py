@@ -16,7 +16,7 @@ record (it is counted, not an error); a null flag list means no generation is kn
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +105,10 @@ def iter_picked(
     convert: Callable[[dict[str, Any], list[Picked]], list[Any]],
     check: Callable[[dict[str, Any]], None] | None = None,
     counts: dict[str, int] | None = None,
+    rows: Iterable[tuple[int, dict[str, Any]]] | None = None,
 ) -> Iterator[Any]:
-    """The items ``convert(row, chosen generations)`` makes of every row of ``path`` (each with an ``id``).
+    """The items ``convert(row, chosen generations)`` makes of every row of ``path`` (each with an ``id``);
+    ``rows``: the numbered rows of one part of ``path`` (default: every row of it).
 
     ``check(row)`` runs first. A ValueError from it, from picking or from ``convert``, or a duplicate id,
     is a UserError naming file, line and problem, or (``on_error="skip"``) counted in ``stats``. A row with
@@ -115,7 +117,9 @@ def iter_picked(
     from tokenskip.data.inputs import locate, read_rows
 
     seen: set[str] = set()
-    for lineno, row in read_rows(path, on_error=on_error, stats=stats):  # type: ignore[arg-type]
+    if rows is None:
+        rows = read_rows(path, on_error=on_error, stats=stats)  # type: ignore[arg-type]
+    for lineno, row in rows:
         try:
             if check is not None:
                 check(row)

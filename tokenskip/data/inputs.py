@@ -181,11 +181,23 @@ def _unicode_problem(field: str, char: str, from_bytes: bool, column: int | None
 
 
 def read_jsonl_rows(
-    path: Path, on_error: OnError = "raise", stats: BadLineStats | None = None
+    path: Path,
+    on_error: OnError = "raise",
+    stats: BadLineStats | None = None,
+    span: tuple[int, int, int] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows of a JSON Lines file, whatever its suffix (BOM, CRLF and invalid UTF-8 handled; gzip if .gz)."""
+    """Rows of a JSON Lines file, whatever its suffix (BOM, CRLF and invalid UTF-8 handled; gzip if .gz).
+
+    ``span``: ``(start, end, first_line)``: only the lines that start at byte offsets in ``[start, end)``,
+    ``start`` being the start of line ``first_line`` (one part of a file read in parallel)."""
+    start, end, first = span if span is not None else (0, None, 1)
     with open_bytes(path) as f:
-        for lineno, raw in enumerate(f, start=1):
+        f.seek(start)
+        pos = start
+        for lineno, raw in enumerate(f, start=first):
+            if end is not None and pos >= end:
+                break
+            pos += len(raw)
             if lineno == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM) :]
             if not raw.strip():
