@@ -131,6 +131,19 @@ def make_scorer(
     return TruncationScorer()
 
 
+def scorer_dtype(scorer: str, mode: str, dtype: str, device: str) -> str | None:
+    """The dtype a scorer's model runs in (recorded in compress_config.json); None for model-free scorers."""
+    if scorer in ("random", "truncation", "llmlingua"):  # llmlingua: the package picks its own
+        return None
+    if dtype == "tf32":
+        return "tf32"
+    if scorer == "llmlingua2" and mode == "compat" and dtype == "auto":
+        return "float32"
+    from tokenskip.models import dtype_name
+
+    return dtype_name(dtype, device)
+
+
 # ------------------------------------------------------------------------------------ one block of CoTs
 
 
@@ -199,7 +212,7 @@ def compress(
         tokenskip_llama3: TokenSkip's LLaMA-3 settings: force tokens Step and ``:``, keep digits,
             drop consecutive.
         device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda``, ``cuda:1`` ...
-        dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU; compat mode: fp32), float32, tf32 (fp32 weights,
+        dtype: ``auto`` (bf16/fp16 on CUDA or an AMX CPU, else fp32; compat mode: fp32), float32, tf32 (fp32 weights,
             TensorFloat-32 matmuls on CUDA), bfloat16, float16. Compat mode is llmlingua-identical in fp32;
             tf32/bf16 are faster on a GPU and near-identical.
         devices: comma-separated devices to shard the work across, one process each (e.g.
@@ -265,6 +278,7 @@ def compress(
         "drop_consecutive": drop_consecutive,
         "seed": seed,
         "shard": f"{k}/{n_shards}",
+        "dtype": scorer_dtype(scorer, mode, dtype, device_list[0]),
     }
     scorer_kwargs = {
         "scorer": scorer,
