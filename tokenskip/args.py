@@ -65,7 +65,7 @@ class ModelArgs:
         model: embedded alias (smollm2-135m), Hugging Face id, or local folder / .gguf file.
         adapter: optional peft LoRA adapter folder (e.g. from `tokenskip train`).
         backend: hf (transformers) or vllm.
-        dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
+        dtype: auto (bf16 on a GPU or an AMX CPU, else fp32), float32, bfloat16, float16.
         device: auto, cpu, cuda, cuda:N.
         trust_remote_code: allow custom model code from the hub (off by default).
     """
@@ -288,7 +288,7 @@ class RunArgs:
     """Where a training run executes and what it does with a previous run in --out.
 
     Attributes:
-        dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16 or float16.
+        dtype: auto (bf16 on a GPU or an AMX CPU, else fp32), float32, bfloat16 or float16.
         device: auto, cpu or cuda.
         resume: resume from the last complete checkpoint in OUT/checkpoints if there is one.
         overwrite: delete a previous run (adapter, checkpoints, log) in OUT and start over.

@@ -51,6 +51,12 @@ def _load(target: Any) -> Any:
     return fn
 
 
+def _wanted(args: list[str]) -> dict[str, Any]:
+    """The part of :data:`COMMANDS` a command line names (its verb, or its verb group), so the parser is built
+    for that verb only; everything for a bare ``tokenskip`` or ``--help``."""
+    return {args[0]: COMMANDS[args[0]]} if args and args[0] in COMMANDS else COMMANDS
+
+
 # verbs that take leading positional values: `tokenskip eval a.jsonl b.jsonl --out m.json`
 POSITIONAL: dict[str, str] = {"eval": "files", "report": "dirs"}
 
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     args = normalize_args(sys.argv[1:] if argv is None else argv)
     try:
-        auto_cli(_load(COMMANDS), args=args, as_positional=False, parser_mode="yaml", prog="tokenskip")
+        auto_cli(_load(_wanted(args)), args=args, as_positional=False, parser_mode="yaml", prog="tokenskip")
     except UserError as e:
         print(f"tokenskip: error: {e}", file=sys.stderr)
         return 2

@@ -77,6 +77,20 @@ def parse_ratios(ratios: str | float | Sequence[float]) -> list[float]:
     return out
 
 
+def scorer_dtype(scorer: str, mode: str, dtype: str, device: str) -> str | None:
+    """The dtype a scorer's model runs in (recorded in compress_config.json); None for model-free scorers
+    and for the llmlingua reference (the package picks its own)."""
+    if "dtype" not in scorer_class(scorer).options:
+        return None
+    if dtype == "tf32":
+        return "tf32"
+    if scorer == "llmlingua2" and mode == "compat" and dtype == "auto":
+        return "float32"
+    from tokenskip.models import dtype_name
+
+    return dtype_name(dtype, device)
+
+
 # ------------------------------------------------------------------------------------------ the job
 
 
@@ -149,7 +163,7 @@ def compress(
         tokenskip_llama3: TokenSkip's LLaMA-3 settings: force tokens Step and ``:``, keep digits,
             drop consecutive.
         device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda``, ``cuda:1`` ...
-        dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU; compat mode: fp32), float32, tf32 (fp32 weights,
+        dtype: ``auto`` (bf16/fp16 on CUDA or an AMX CPU, else fp32; compat mode: fp32), float32, tf32 (fp32 weights,
             TensorFloat-32 matmuls on CUDA), bfloat16, float16. Compat mode is llmlingua-identical in fp32;
             tf32/bf16 are faster on a GPU and near-identical.
         devices: comma-separated devices to shard the work across, one process each (e.g.
@@ -239,6 +253,7 @@ def compress(
         "correct_field": correct_field,
         "think_tags": spec.tags.to_list() if spec.tags else None,
         **picking,
+        "dtype": scorer_dtype(scorer, mode, dtype, device_list[0]),
     }
     scorer_kwargs = {
         "scorer": scorer,

@@ -117,7 +117,7 @@ class LLMLingua2Scorer(CompatMode, Scorer):
         drop_consecutive: drop a force token that repeats the kept word before it.
         token_to_word: word probability from its tokens: ``mean`` (llmlingua's default) or ``first``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
-        dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU), float32, tf32 (float32 weights, TensorFloat-32
+        dtype: ``auto`` (bf16/fp16 on CUDA or an AMX CPU, else fp32), float32, tf32 (float32 weights, TensorFloat-32
             matmuls on CUDA), bfloat16 or float16. In compat mode ``auto`` means float32 (llmlingua's own
             precision), so that outputs match word for word; tf32/bf16 give near-identical output.
         max_batch_tokens: padded tokens per forward pass (rows x longest row).

@@ -22,35 +22,12 @@ def ratio_file(out: Path, ratio: float) -> Path:
 
 
 def _check_config(out: Path, config: dict) -> None:
-    from tokenskip.data.jsonl import write_json_atomic
+    """Refuse an ``out`` compressed with other settings (:mod:`tokenskip.data.resume`); record this run's."""
+    from tokenskip.data.resume import check_run_file
 
-    path = out / CONFIG_FILE
-    keys = (
-        "scorer",
-        "checkpoint",
-        "mode",
-        "model",
-        "field",
-        "force_tokens",
-        "keep_digits",
-        "drop_consecutive",
-        "seed",
-        "pick",
-        "correct_field",
-        "think_tags",
-    )
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            old = {}
-        diff = [k for k in keys if k in old and old.get(k) != config.get(k)]
-        if diff:
-            raise UserError(
-                f"{out} holds a run with other settings ({', '.join(f'{k}={old[k]!r}' for k in diff)}); "
-                "use another --out to compress with new settings"
-            )
-    write_json_atomic(path, config)
+    keys = ("scorer", "checkpoint", "mode", "model", "field", "force_tokens", "keep_digits", "drop_consecutive",
+            "seed", "pick", "correct_field", "think_tags", "dtype")  # fmt: skip
+    check_run_file(out / CONFIG_FILE, config, keys)
 
 
 def compress_reading(folder: str | Path) -> dict:

@@ -38,7 +38,7 @@ class SelfInfoScorer(Scorer):
     Args:
         model: embedded alias, hub id or local folder of a causal LM (default: the embedded model).
         device: ``auto``, ``cpu``, ``cuda`` ...
-        dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU) or an explicit dtype.
+        dtype: ``auto`` (bf16/fp16 on CUDA or an AMX CPU, else fp32) or an explicit dtype.
         aggregate: ``sum`` (Selective Context: a word's self-information) or ``mean`` per token.
         window: tokens per model window (BOS included); longer texts are scored window by window (never
             truncated). Default: 1024, or the model's ``max_position_embeddings`` when smaller.

@@ -53,3 +53,26 @@ def resolve_preset(preset: str | None, adapter: str | None = None, model: str | 
             f"({trained.name}, delimiter {trained.delimiter!r}); prompts will not match training"
         )
     return chosen
+
+
+ADAPTER_WEIGHTS = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def adapter_sha256(folder: str | Path | None) -> str | None:
+    """A content hash of a peft adapter folder (its config and weights), so a run records which adapter it
+    used even when the folder is later retrained or moved; None without an adapter (or a folder without
+    those files)."""
+    if not folder:
+        return None
+    import hashlib
+
+    h, found = hashlib.sha256(), False
+    for name in ADAPTER_WEIGHTS:
+        path = Path(folder) / name
+        if path.is_file():
+            found = True
+            h.update(name.encode() + b"\0")
+            with path.open("rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+    return h.hexdigest() if found else None

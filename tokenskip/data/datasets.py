@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,13 +45,15 @@ NAMED = ("sample", "gsm8k", "math500", "gsm8k-zero")
 
 @dataclass
 class Record:
-    """One problem. ``task`` picks the grader: ``gsm8k`` (numeric) or ``math`` (LaTeX/symbolic)."""
+    """One problem. ``task`` picks the grader: ``gsm8k`` (numeric) or ``math`` (LaTeX/symbolic). ``where`` is
+    where it was read (``FILE:LINE``), for messages about it."""
 
     id: str
     question: str
     answer: str
     cot: str | None = None
     task: str = "gsm8k"
+    where: str = field(default="", compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,8 +223,9 @@ def load_records(
     records = collect_rows(
         rows,
         where,
-        lambda lineno, row: row_to_record(
-            row, f"{prefix}-{lineno - 1}", column_map, task, require_cot, require_answer
+        lambda lineno, row: replace(
+            row_to_record(row, f"{prefix}-{lineno - 1}", column_map, task, require_cot, require_answer),
+            where=locate(where, lineno),
         ),
         lambda rec: rec.id,
         on_error,

@@ -1,9 +1,11 @@
 """``tokenskip bench``: every method on the same questions, one table, CSV, JSON and two plots.
 
-Methods come from the registry (:mod:`tokenskip.methods`) and run through the one resumable runner.
+Methods come from the registry (:mod:`tokenskip.methods`) and run through one :class:`~tokenskip.session.Session`
+(the model opens once; adapter methods switch to ``--adapter``).
 Layout of ``--out DIR``::
 
-    run.json                 what was run (model, adapter, dataset, methods, limits)
+    run.json                 what was run (model, adapter + hash, dataset, methods, limits, backend, dtype,
+                             sampling); a resumed run must match its settings
     records/<method>.jsonl   per-question records of the batched run (resumable per method)
     records/<method>.b1.jsonl  the first --latency_samples questions again at batch size 1
     results.md / .csv / .json  one row per method (see tokenskip.eval.metrics.method_summary), accuracy
@@ -16,20 +18,22 @@ Killing the job and re-running the same command resumes: finished records are sk
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from tokenskip.args import DataArgs, ModelArgs, SamplingArgs, flat_options
-from tokenskip.data.jsonl import read_jsonl, write_json_atomic
+from tokenskip.data.jsonl import read_jsonl
+from tokenskip.data.resume import check_run_file
 from tokenskip.errors import UserError
-from tokenskip.inference.base import Generator
-from tokenskip.inference.runner import check_same_settings, run_records
-from tokenskip.methods import DEFAULT_METHODS, Context, Method, execution_order, parse_methods
+from tokenskip.methods import DEFAULT_METHODS, execution_order, parse_methods
+from tokenskip.session import Session
 
-# run.json keys a resumed run must share with the first one
-RESUME_KEYS = ("model", "adapter", "dataset", "split", "max_new_tokens", "preset")
+# run.json keys a resumed run must share with the first one (each records file also checks its own settings)
+RESUME_KEYS = (
+    "model", "adapter", "adapter_sha256", "dataset", "split", "max_new_tokens", "preset", "backend", "dtype",
+    "temperature", "top_p", "seed", "stop",
+)  # fmt: skip
 
 
 def read_done(path: Path) -> dict[str, dict[str, Any]]:
@@ -78,63 +82,32 @@ def bench(
     for m in plan:
         m.setup(records)
     root = Path(out)
-    (root / "records").mkdir(parents=True, exist_ok=True)
     batch = sampling.batch(model.backend)
-    meta = {
-        "model": model.model,
-        "adapter": model.adapter,
-        "dataset": data.dataset,
-        "split": data.split,
-        "limit": data.limit,
-        "methods": [m.name for m in plan],
-        "max_new_tokens": sampling.max_new_tokens,
-        "batch_size": batch,
-        "latency_samples": latency_samples,
-        "preset": prompt_preset.name,
-        "thinking": prompt_preset.think_close is not None,
-        "backend": model.backend,
-    }
-    run_json = root / "run.json"
-    if run_json.exists():
-        check_same_settings(out, json.loads(run_json.read_text(encoding="utf-8")), meta, RESUME_KEYS)
-    write_json_atomic(run_json, meta)
-
-    t0 = time.perf_counter()
-    generator: Generator | None = None
-    loaded: str | None = "unset"
-    try:
-        for method in plan:
-            want = model.adapter if method.uses_adapter else None
-            if generator is None or loaded != want:
-                if generator is not None:
-                    generator.close()
-                generator = model.open(batch, adapter=want)
-                loaded = want
-            ctx = Context(
-                generator,
-                prompt_preset,
-                sampling.config(),
-                original=read_done(root / "records" / "original.jsonl"),
-                model=model.model,
-            )
-            _run(method, ctx, records, root / "records" / f"{method.name}.jsonl", batch)
-            if latency_samples:
-                _run(method, ctx, records[:latency_samples], root / "records" / f"{method.name}.b1.jsonl", 1)
-    finally:
-        if generator is not None:
-            generator.close()
+    with Session(model, sampling, prompt_preset, on_error=data.on_error) as session:
+        meta = {
+            **session.base_settings(),
+            "dataset": data.dataset,
+            "split": data.split,
+            "limit": data.limit,
+            "methods": [m.name for m in plan],
+            "batch_size": batch,
+            "latency_samples": latency_samples,
+            "thinking": prompt_preset.think_close is not None,
+        }
+        check_run_file(root / "run.json", meta, RESUME_KEYS)
+        (root / "records").mkdir(parents=True, exist_ok=True)
+        runs = [
+            (method, root / "records" / f"{method.name}{suffix}.jsonl", qs, size)
+            for method in plan
+            for suffix, qs, size in [("", records, batch), (".b1", records[:latency_samples], 1)]
+            if qs
+        ]
+        for method, path, _, _ in runs:  # every file's settings before the first record is generated
+            session.check(method, path, model.adapter if method.uses_adapter else None)
+        t0 = time.perf_counter()
+        for method, path, qs, size in runs:
+            session.run(method, qs, path, adapter=model.adapter if method.uses_adapter else None, batch_size=size,
+                        original=read_done(root / "records" / "original.jsonl"), desc=f"{method.name} ({path.name})")  # fmt: skip
     rows = render([root], root)
     print(f"tokenskip: bench finished in {time.perf_counter() - t0:.0f}s -> {root}")
     return rows
-
-
-def _run(method: Method, ctx: Context, records: list, path: Path, batch_size: int) -> None:
-    run_records(
-        records,
-        lambda b: method.run_batch(ctx, b),
-        path,
-        batch_size,
-        {"method": method.name},
-        order=lambda todo: method.order(ctx, todo),
-        desc=f"{method.name} ({path.name})",
-    )

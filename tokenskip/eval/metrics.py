@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from tokenskip.inference.tale_budget import within_budget
+
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -131,7 +133,7 @@ def budget_adherence(rows: Sequence[dict[str, Any]]) -> tuple[float | None, floa
     with_budget = [r for r in rows if r.get("budget") is not None and r.get("output_tokens") is not None]
     if not with_budget:
         return None, None
-    within = _mean([float(int(r["output_tokens"]) <= int(r["budget"])) for r in with_budget])
+    within = _mean([float(within_budget(int(r["output_tokens"]), int(r["budget"]))) for r in with_budget])
     return within, _mean([float(r["budget"]) for r in with_budget])
 
 

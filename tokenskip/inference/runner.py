@@ -1,10 +1,12 @@
 """The one resumable runner: records in, batches through a step function, JSONL records out.
 
-Every verb that generates (``generate``, ``infer``, ``bench``, ``tale estimate``/``run``/``search``,
-``metareason``) is a configuration of :func:`run_records`. It owns what each of them used to restate:
+Every verb that generates runs its methods through :class:`tokenskip.session.Session`, which calls
+:func:`run_records`; scoring passes (``metareason score``) call it directly. It owns what each of them used to restate:
 
 * the settings check: an existing ``out`` written with other settings (model, adapter, method, ...) is
-  refused instead of mixed (:func:`check_settings`);
+  refused instead of mixed (:mod:`tokenskip.data.resume`);
+* the screen: every remaining input is checked before the first step (e.g. prompt length against the
+  model's context) and refused, or left out and counted;
 * append + flush + fsync per record (:class:`~tokenskip.data.jsonl.ResumableJsonlWriter`): a killed job loses
   at most the batch in flight, and a half-written last line is cut on restart;
 * skipping finished ids, the progress bar and the counts.
@@ -15,13 +17,13 @@ and sets their latency fields; the runner adds the run's settings to every row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tokenskip.data.jsonl import ResumableJsonlWriter
+from tokenskip.data.resume import check_records
 from tokenskip.errors import UserError
 
 T = TypeVar("T")
@@ -29,51 +31,23 @@ T = TypeVar("T")
 
 @dataclass
 class RunResult:
-    """What a run did: the rows it wrote now, and counts (total, skipped = already done, generated)."""
+    """What a run did: the rows it wrote now, and counts (total, skipped = already done, generated, refused =
+    inputs the screen left out, e.g. prompts longer than the model's context under ``--on_error skip``)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
     skipped: int = 0
     generated: int = 0
+    refused: int = 0
 
     def counts(self) -> dict[str, int]:
         return {"total": self.total, "skipped": self.skipped, "generated": self.generated}
 
 
-def settings_conflict(
-    old: dict[str, Any], new: dict[str, Any], keys: Sequence[str] | None = None
-) -> str | None:
-    """``"key: old -> new, ..."`` for the settings that differ (only keys both sides have), else None."""
-    names = list(keys) if keys is not None else list(new)
-    diff = [k for k in names if k in old and k in new and old[k] != new[k]]
-    return ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in diff) or None
-
-
-def check_same_settings(
-    where: str | Path, old: dict[str, Any], new: dict[str, Any], keys: Sequence[str] | None = None
-) -> None:
-    """Refuse to continue a run in ``where`` that was started with other settings (one message everywhere)."""
-    conflict = settings_conflict(old, new, keys)
-    if conflict:
-        raise UserError(
-            f"{where} was written with other settings ({conflict}); re-run with the same settings to "
-            "resume, or pick another --out"
-        )
-
-
 def check_settings(out: str | Path, settings: dict[str, Any]) -> None:
-    """Refuse to append to a JSONL ``out`` whose first record was written with different ``settings``."""
-    p = Path(out)
-    if not p.exists() or p.stat().st_size == 0:
-        return
-    with p.open("r", encoding="utf-8", errors="replace") as f:
-        first = f.readline()
-    try:
-        rec = json.loads(first)
-    except ValueError:
-        return  # a half-written single line: the writer cuts it
-    if isinstance(rec, dict):
-        check_same_settings(p, rec, settings)
+    """Refuse to append to a JSONL ``out`` whose records were written with other ``settings``
+    (:func:`tokenskip.data.resume.check_records`)."""
+    check_records(out, settings)
 
 
 def run_records(
@@ -86,6 +60,7 @@ def run_records(
     order: Callable[[list[T]], list[T]] | None = None,
     desc: str = "generate",
     progress: bool = True,
+    screen: Callable[[list[T]], list[T]] | None = None,
 ) -> RunResult:
     """Run ``step`` over the records not yet in ``out`` and append each row as it finishes.
 
@@ -98,6 +73,8 @@ def run_records(
         order: reorders the remaining inputs before batching (e.g. similar lengths together).
         desc: progress-bar label.
         progress: show a progress bar.
+        screen: checks the remaining inputs before any step runs and returns those to run (raises on one
+            that cannot run, or leaves it out: counted as ``refused``).
     """
     from tqdm import tqdm
 
@@ -106,12 +83,22 @@ def run_records(
     settings = settings or {}
     if out is not None:
         check_settings(out, settings)
-    writer = ResumableJsonlWriter(out) if out is not None else None
+    # an existing output is opened first (its finished ids are skipped); a new one only once the screen passed
+    writer = ResumableJsonlWriter(out) if out is not None and Path(out).exists() else None
     done = writer.done if writer is not None else set()
     todo = [r for r in records if key(r) not in done]
-    if order is not None:
-        todo = order(todo)
-    result = RunResult(total=len(records), skipped=len(records) - len(todo), generated=len(todo))
+    skipped = len(records) - len(todo)
+    try:
+        admitted = screen(todo) if screen is not None and todo else todo
+        refused = len(todo) - len(admitted)
+        todo = order(admitted) if order is not None and admitted else admitted
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    if out is not None and writer is None:
+        writer = ResumableJsonlWriter(out)
+    result = RunResult(total=len(records), skipped=skipped, generated=len(todo), refused=refused)
     bar = tqdm(total=len(records), initial=result.skipped, desc=desc, unit="q", disable=not progress)
     try:
         for start in range(0, len(todo), batch_size):

@@ -99,6 +99,13 @@ def check_budget(budget: Any) -> int:
     return budget
 
 
+def within_budget(tokens: int, budget: int) -> bool:
+    """Whether an answer of ``tokens`` tokens kept to a budget of ``budget`` tokens: at most ``budget`` (the
+    one definition, for TALE's ``budget_respected`` and the ``within budget`` share of every budgeted method;
+    truncation's answers cut at their budget count as within it)."""
+    return tokens <= budget
+
+
 # -------------------------------------------------------------------------------------- budget parsing
 
 BudgetSource = Literal["parsed", "clamped", "fallback", "regression", "fixed", "none"]

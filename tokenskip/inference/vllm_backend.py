@@ -34,15 +34,6 @@ CPU_ENV_DEFAULTS = {
     "VLLM_HOST_IP": "127.0.0.1",
 }
 
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-}
-
 
 def adapter_rank(adapter: str) -> int:
     """Largest LoRA rank in a peft adapter folder (``r`` and any ``rank_pattern`` override)."""
@@ -66,16 +57,10 @@ def max_lora_rank_for(rank: int) -> int:
 
 
 def vllm_dtype(dtype: str, device: str) -> str:
-    """``--dtype`` for vLLM: ``auto`` = fp32 on CPU, bf16 on GPUs that have it (else fp16)."""
-    if dtype == "auto":
-        if device == "cpu":
-            return "float32"
-        import torch
+    """``--dtype`` for vLLM (``auto``: :func:`tokenskip.models.auto_dtype`, as on the hf backend)."""
+    from tokenskip.models import dtype_name
 
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if dtype not in _DTYPES:
-        raise UserError(f"unknown --dtype '{dtype}' (auto, float32, bfloat16, float16)")
-    return _DTYPES[dtype]
+    return dtype_name(dtype, device)
 
 
 def sampling_kwargs(config: SamplingConfig) -> dict[str, Any]:
@@ -121,7 +106,7 @@ def build_engine_kwargs(
     and the server's ``AsyncLLM`` engine get their settings (CPU defaults, dtype, LoRA, parallelism).
 
     Args:
-        dtype: auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.
+        dtype: auto (bf16/fp16 on a GPU or an AMX CPU, else fp32), float32, bfloat16, float16.
         device: auto, cpu or cuda (vLLM picks the platform it was built for; this only sets defaults).
         tensor_parallel_size: GPUs to shard over; default = every visible GPU (1 on CPU).
         max_model_len: context length cap (prompt + output); default = the model's.

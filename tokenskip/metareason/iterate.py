@@ -16,9 +16,11 @@ the base model):
 8. ``summary.json``, written last: the round's figures (a round with it is done).
 
 Steps 1-4 and 7 go through the one resumable runner, so a killed run loses at most a batch and re-running
-the same command continues at the step where it stopped. Generation goes through
-:class:`~tokenskip.metareason.engines.Generators` (vLLM: one engine for the whole run, each round's adapter
-switched in per request). ``OUT/summary.json`` and ``OUT/metareason.png`` (mean
+the same command continues at the step where it stopped. Generation goes through one
+:class:`~tokenskip.session.Session` (vLLM: one engine for the whole run, started with LoRA up to the run's rank,
+each round's adapter switched in per request; on a GPU it is closed before scoring and training and started
+again when generation resumes; hf: the model with the adapter in its weights, kept while the adapter stays the
+same and scored with its own weights, closed before training). ``OUT/summary.json`` and ``OUT/metareason.png`` (mean
 reward, mean thought tokens and accuracy per round) are rewritten after every round.
 """
 
@@ -31,9 +33,9 @@ from typing import Any, Literal
 
 from tokenskip.args import DataArgs, EngineArgs, LoRAArgs, ModelArgs, SamplingArgs, flat_options
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
+from tokenskip.data.resume import check_run_file
 from tokenskip.errors import UserError
-from tokenskip.inference.runner import check_same_settings, run_records
-from tokenskip.metareason.engines import Generators
+from tokenskip.inference.runner import run_records
 from tokenskip.metareason.reward import CostKind, RewardConfig, select, summarize
 from tokenskip.metareason.rollouts import (
     RolloutMethod,
@@ -42,15 +44,17 @@ from tokenskip.metareason.rollouts import (
     sample_items,
     training_output,
 )
+from tokenskip.session import Session
 
 Algorithm = Literal["expert-iteration", "grpo"]
 RUN_FILE = "run.json"
 ADAPTER_DONE = "tokenskip_adapter.json"
 # run.json keys a resumed run must share with the first one (--rounds may grow)
 RESUME_KEYS = (
-    "algorithm", "model", "adapter", "dataset", "split", "limit", "samples", "cost", "cost_kind", "temperature",
-    "top_p", "seed", "max_new_tokens", "preset", "rationalize", "direct", "lora_rank", "lora_alpha",
-    "target_modules", "learning_rate", "epochs", "max_steps", "cutoff", "eval_dataset", "eval_limit",
+    "algorithm", "model", "adapter", "adapter_sha256", "backend", "dtype", "dataset", "split", "limit", "samples",
+    "cost", "cost_kind", "temperature", "top_p", "seed", "stop", "max_new_tokens", "preset", "rationalize",
+    "direct", "lora_rank", "lora_alpha", "target_modules", "learning_rate", "epochs", "max_steps", "cutoff",
+    "eval_dataset", "eval_limit",
 )  # fmt: skip
 
 
@@ -175,32 +179,26 @@ def iterate(
     eval_records = []
     if eval_dataset:
         eval_records, _ = DataArgs(dataset=eval_dataset, split="test", limit=eval_limit).load()
-    prompt_preset = model.preset(preset)
+    session = Session(model, sampling, preset, engine, on_error=data.on_error, lora_rank=lora.lora_rank)
+    prompt_preset = session.preset
     run_dir = Path(out)
     settings = {
-        "algorithm": algorithm, "model": model.model, "adapter": model.adapter, "backend": model.backend,
-        "dataset": data.dataset, "split": data.split, "limit": data.limit, "questions": len(records),
-        "samples": samples, "cost": cost, "cost_kind": cost_kind, "temperature": sampling.temperature,
-        "top_p": sampling.top_p, "seed": sampling.seed, "max_new_tokens": sampling.max_new_tokens,
-        "preset": prompt_preset.name, "rationalize": rationalize, "direct": direct,
-        "direct_tokens": direct_tokens, "lora_rank": lora.lora_rank, "lora_alpha": lora.lora_alpha,
-        "target_modules": lora.target_modules, "learning_rate": learning_rate, "epochs": epochs,
-        "max_steps": max_steps, "cutoff": cutoff, "eval_dataset": eval_dataset, "eval_limit": eval_limit,
-        "grpo_steps": grpo_steps, "rounds": rounds,
+        **session.base_settings(), "algorithm": algorithm, "dataset": data.dataset, "split": data.split,
+        "limit": data.limit, "questions": len(records), "samples": samples, "cost": cost, "cost_kind": cost_kind,
+        "rationalize": rationalize, "direct": direct, "direct_tokens": direct_tokens, "lora_rank": lora.lora_rank,
+        "lora_alpha": lora.lora_alpha, "target_modules": lora.target_modules, "learning_rate": learning_rate,
+        "epochs": epochs, "max_steps": max_steps, "cutoff": cutoff, "eval_dataset": eval_dataset,
+        "eval_limit": eval_limit, "grpo_steps": grpo_steps, "rounds": rounds,
     }  # fmt: skip
-    if (run_dir / RUN_FILE).exists():
-        old = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        check_same_settings(run_dir / RUN_FILE, old, settings, RESUME_KEYS)
-    write_json_atomic(run_dir / RUN_FILE, settings)
+    check_run_file(run_dir / RUN_FILE, settings, RESUME_KEYS)
     from tokenskip.metareason.plot import write_outputs
 
     t0 = time.perf_counter()
     summaries: list[dict[str, Any]] = []
-    gens = Generators(model, engine, prompt_preset, lora.lora_rank)
     adapter = model.adapter
-    try:
+    with session:
         if eval_records:
-            summaries.append(_round0(run_dir, gens, model, eval_records, sampling, cfg, score_batch_size))
+            summaries.append(_round0(run_dir, session, eval_records, cfg, score_batch_size))
         for r in range(1, rounds + 1):
             rnd = Round(run_dir, r, adapter)
             if not rnd.done():
@@ -209,72 +207,55 @@ def iterate(
                 if algorithm == "grpo":
                     from tokenskip.metareason.grpo import grpo_round
 
-                    gens.release()
+                    session.release()
                     summary = grpo_round(rnd, records, model, sampling, lora, cfg, prompt_preset, samples,
                                          learning_rate, grpo_steps, cutoff, train_batch_size)  # fmt: skip
                 else:
                     summary = _expert_round(
-                        rnd, gens, records, model, sampling, lora, cfg, prompt_preset, samples, rationalize,
-                        direct, direct_tokens, learning_rate, epochs, max_steps, train_batch_size, grad_accum,
-                        cutoff, score_batch_size,
+                        rnd, session, records, lora, cfg, samples, rationalize, direct, direct_tokens,
+                        learning_rate, epochs, max_steps, train_batch_size, grad_accum, cutoff, score_batch_size,
                     )  # fmt: skip
                 if eval_records:
                     trained = str(rnd.new_adapter) if summary.get("trained", True) else adapter
-                    summary["eval"] = _evaluate(rnd.path("eval.jsonl"), gens, model, trained, eval_records,
-                                                sampling, prompt_preset, cfg, score_batch_size)  # fmt: skip
+                    summary["eval"] = _evaluate(rnd.path("eval.jsonl"), session, trained, eval_records, cfg,
+                                                score_batch_size)  # fmt: skip
                 summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
                 write_json_atomic(rnd.path("summary.json"), summary)
             summaries.append(json.loads(rnd.path("summary.json").read_text(encoding="utf-8")))
             write_outputs(run_dir, summaries, plot)
             if summaries[-1].get("trained", True):
                 adapter = str(rnd.new_adapter)
-    finally:
-        gens.close()
     print(f"tokenskip: metareason done: {rounds} round(s) -> {run_dir} (adapter {adapter})")
     return {"rounds": summaries, "adapter": adapter}
 
 
-def _generate(gens: Generators, rnd: Round, sampling: SamplingArgs, method: RolloutMethod, items: list,
-              name: str, batch: int, desc: str):  # fmt: skip
-    """One rollout file of the round, generated with the round's model (resumable)."""
-    step = lambda b: method.run_batch(gens.context(rnd.adapter, sampling), b)  # noqa: E731
-    return run_records(items, step, rnd.path(name), batch, {"generated_with": rnd.adapter}, desc=desc)
-
-
 def _expert_round(
-    rnd: Round, gens: Generators, records, model: ModelArgs, sampling: SamplingArgs, lora: LoRAArgs,
-    cfg: RewardConfig, preset: Any, samples: int, rationalize: bool, direct: bool, direct_tokens: int,
-    learning_rate: float, epochs: float, max_steps: int, train_batch_size: int, grad_accum: int, cutoff: int,
-    score_batch_size: int,
+    rnd: Round, session: Session, records, lora: LoRAArgs, cfg: RewardConfig, samples: int, rationalize: bool,
+    direct: bool, direct_tokens: int, learning_rate: float, epochs: float, max_steps: int, train_batch_size: int,
+    grad_accum: int, cutoff: int, score_batch_size: int,
 ) -> dict[str, Any]:  # fmt: skip
     method = RolloutMethod(direct_tokens=direct_tokens)
-    batch = sampling.batch(model.backend)
+    model = session.model
+
+    def generate(items: list, name: str, what: str) -> None:  # one rollout file, with the round's model
+        session.run(method, items, rnd.path(name), adapter=rnd.adapter, settings={"generated_with": rnd.adapter},
+                    desc=f"round {rnd.r} {what}")  # fmt: skip
+
     # 1-3. rollouts (each file is finished before the next starts: the next step's items depend on it)
-    _generate(gens, rnd, sampling, method, sample_items(records, samples), "samples.jsonl", batch,
-              f"round {rnd.r} samples")  # fmt: skip
+    generate(sample_items(records, samples), "samples.jsonl", "samples")
     rows = read_rows(rnd.path("samples.jsonl"))
     if rationalize:
         wrong = [w for w in rows if not w["correct"]]
         tasks = {r.id: r.task for r in records}
-        _generate(gens, rnd, sampling, method, rationalize_items(wrong, tasks), "rationalized.jsonl", batch,
-                  f"round {rnd.r} rationalize")  # fmt: skip
+        generate(rationalize_items(wrong, tasks), "rationalized.jsonl", "rationalize")
         rows += read_rows(rnd.path("rationalized.jsonl"))
     if direct:
-        _generate(gens, rnd, sampling, method, direct_items(records), "direct.jsonl", batch,
-                  f"round {rnd.r} direct")  # fmt: skip
+        generate(direct_items(records), "direct.jsonl", "direct")
         rows += read_rows(rnd.path("direct.jsonl"))
     # 4. rewards from the generating model (the hf generator's own weights when it has them)
-    _score(
-        gens,
-        rnd.adapter,
-        rows,
-        rnd.path("scored.jsonl"),
-        cfg,
-        score_batch_size,
-        f"round {rnd.r} score",
-        {"cost_c": cfg.cost, "cost_kind": cfg.cost_kind},
-    )
-    gens.release()
+    _score(session, rnd.adapter, rows, rnd.path("scored.jsonl"), cfg, score_batch_size, f"round {rnd.r} score",
+           {"cost_c": cfg.cost, "cost_kind": cfg.cost_kind})  # fmt: skip
+    session.release()
     scored = read_rows(rnd.path("scored.jsonl"))
     # 5. the filter, as a build-sft folder
     kept, counts = select(scored)
@@ -288,7 +269,7 @@ def _expert_round(
         summary["trained"] = False
         return summary
     summary["trained"] = True
-    write_sft(rnd.path("sft"), kept, preset, model.model)
+    write_sft(rnd.path("sft"), kept, session.preset, model.model)
     # 6. the adapter (resumes from its checkpoints; tokenskip_adapter.json marks it finished)
     if not (rnd.new_adapter / ADAPTER_DONE).exists():
         from tokenskip.training.train import train
@@ -303,44 +284,57 @@ def _expert_round(
     return summary
 
 
-def _score(gens: Generators, adapter: str | None, rows: list[dict[str, Any]], path: Path, cfg: RewardConfig,
+def _scorer(session: Session, adapter: str | None, cfg: RewardConfig, batch_size: int) -> Any:
+    """A :class:`~tokenskip.metareason.score.Scorer` for ``adapter``: the open hf generator's own weights when
+    it runs that adapter, else the model loaded for scoring (after the generator's memory is released)."""
+    from tokenskip.metareason.score import Scorer, open_scorer
+
+    gen = session.gen
+    if gen is not None and not session.vllm and session.loaded == (adapter or None):
+        return Scorer(gen.model, gen.tokenizer, session.preset, cfg, batch_size)  # type: ignore[attr-defined]
+    session.release()
+    m = session.model
+    return open_scorer(m.model, adapter, session.preset.name, cfg, batch_size, m.dtype, m.device)
+
+
+def _score(session: Session, adapter: str | None, rows: list[dict[str, Any]], path: Path, cfg: RewardConfig,
            batch: int, desc: str, settings: dict[str, Any] | None = None) -> None:  # fmt: skip
     """Score ``rows`` into ``path`` (resumable) with the model that generated them."""
     scorers: list = []
 
     def step(b: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not scorers:
-            scorers.append(gens.scorer(adapter, cfg, batch))
+            scorers.append(_scorer(session, adapter, cfg, batch))
         return scorers[0].score(b)
 
     run_records(rows, step, path, batch, settings or {}, key=lambda r: str(r["id"]), desc=desc)
 
 
-def _evaluate(path: Path, gens: Generators, model: ModelArgs, adapter: str | None, records,
-              sampling: SamplingArgs, preset: Any, cfg: RewardConfig, score_batch_size: int) -> dict[str, Any]:  # fmt: skip
+def _evaluate(path: Path, session: Session, adapter: str | None, records, cfg: RewardConfig,
+              score_batch_size: int) -> dict[str, Any]:  # fmt: skip
     """Greedy ``ram`` (the adapter) or ``original`` on held-out questions, scored; the mean figures."""
     from dataclasses import replace
 
     from tokenskip.methods import get_method
-    from tokenskip.workflows.generate import run_method
 
     method = get_method("ram" if adapter else "original")
-    greedy = replace(sampling, temperature=0.0)
-    run_method(method, replace(model, adapter=adapter), records, str(path), greedy, preset.name, None,
-               {"eval_adapter": adapter}, context=lambda: gens.context(adapter, greedy))  # fmt: skip
+    greedy = replace(session.sampling, temperature=0.0)
+    session.run(
+        method, records, str(path), adapter=adapter, sampling=greedy, settings={"eval_adapter": adapter}
+    )
     scored_path = path.with_name(path.stem + "_scored.jsonl")
-    _score(gens, adapter, read_rows(path), scored_path, cfg, score_batch_size, "eval score")
+    _score(session, adapter, read_rows(path), scored_path, cfg, score_batch_size, "eval score")
     s = summarize(read_rows(scored_path))
     return {k: s[k] for k in ("rollouts", "accuracy", "thought_tokens", "utility", "cost", "reward")}
 
 
-def _round0(run_dir: Path, gens: Generators, model: ModelArgs, records, sampling: SamplingArgs, cfg: RewardConfig,
-            score_batch_size: int) -> dict[str, Any]:  # fmt: skip
+def _round0(
+    run_dir: Path, session: Session, records, cfg: RewardConfig, score_batch_size: int
+) -> dict[str, Any]:
     """Round 0: the starting model on the eval questions (the baseline every round is compared with)."""
     d = run_dir / "round-0"
     d.mkdir(parents=True, exist_ok=True)
     if not (d / "summary.json").exists():
-        ev = _evaluate(d / "eval.jsonl", gens, model, model.adapter, records, sampling, gens.preset, cfg,
-                       score_batch_size)  # fmt: skip
+        ev = _evaluate(d / "eval.jsonl", session, session.model.adapter, records, cfg, score_batch_size)
         write_json_atomic(d / "summary.json", {"round": 0, "eval": ev})
     return json.loads((d / "summary.json").read_text(encoding="utf-8"))

@@ -1,7 +1,7 @@
 """One round's generations as methods: K sampled rollouts, STaR rationalizations and the direct answer.
 
-Each kind is a :class:`~tokenskip.methods.base.Method` run by the one resumable runner
-(:func:`tokenskip.inference.runner.run_records`) over :class:`Rollout` items (a question plus which rollout
+Each kind is a :class:`~tokenskip.methods.base.Method` run through the run's session
+(:meth:`tokenskip.session.Session.run`) over :class:`Rollout` items (a question plus which rollout
 it is). Rows gain ``qid``, ``source`` (``sample`` / ``rationalized`` / ``direct``) and ``sample`` (k).
 
 * ``sample``: the plain prompt, sampled with seed ``seed + k`` (one backend call per k, so the K rollouts of
@@ -42,7 +42,7 @@ class Rollout(Record):
 def sample_items(records: list[Record], samples: int) -> list[Rollout]:
     """K sampled rollouts per question, k-major (batches hold one k: one backend call each)."""
     return [
-        Rollout(f"{r.id}#s{k}", r.question, r.answer, r.cot, r.task, qid=r.id, source="sample", k=k)
+        Rollout(f"{r.id}#s{k}", r.question, r.answer, r.cot, r.task, r.where, qid=r.id, source="sample", k=k)
         for k in range(samples)
         for r in records
     ]
@@ -67,7 +67,8 @@ def rationalize_items(wrong: list[dict[str, Any]], task_of: dict[str, str]) -> l
 
 def direct_items(records: list[Record]) -> list[Rollout]:
     return [
-        Rollout(f"{r.id}#d", r.question, r.answer, r.cot, r.task, qid=r.id, source="direct") for r in records
+        Rollout(f"{r.id}#d", r.question, r.answer, r.cot, r.task, r.where, qid=r.id, source="direct")
+        for r in records
     ]
 
 

@@ -147,7 +147,7 @@ def score(
         cost: c, the price of thinking (0 = no length penalty).
         cost_kind: log (c·log(1+|z|), the paper's) or linear (c·|z|).
         batch_size: sequences per forward pass.
-        dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.
+        dtype: auto (bf16 on a GPU or an AMX CPU, else fp32), float32, bfloat16, float16.
         device: auto, cpu, cuda, cuda:N.
     """
     from tokenskip.inference.runner import run_records

@@ -178,6 +178,11 @@ class Method:
     def __repr__(self) -> str:
         return f"<method {self.name}>"
 
+    def record_settings(self) -> dict[str, Any]:
+        """Options besides :attr:`name` that change this method's records (TALE's estimator and template):
+        recorded with every run, and a resumed run must match them."""
+        return {}
+
     # ---------------------------------------------------------------------------------- prompts
     def preset(self, base: PromptPreset) -> PromptPreset:
         """The preset this method writes prompts with (prompting baselines extend the instruction)."""

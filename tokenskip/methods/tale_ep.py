@@ -37,6 +37,7 @@ from tokenskip.inference.tale_budget import (
     estimation_message,
     get_template,
     parse_budget,
+    within_budget,
 )
 from tokenskip.methods.base import Context, FieldError, Method, Request, RequestField
 
@@ -337,6 +338,19 @@ class TaleEP(Method):
     def preset(self, base: PromptPreset) -> PromptPreset:
         return raw_preset(base)
 
+    def record_settings(self) -> dict[str, Any]:
+        o = self.options
+        keys = (
+            "budgets",
+            "regressor",
+            "fallback_budget",
+            "min_budget",
+            "max_budget",
+            "estimate_max_new_tokens",
+        )
+        return {"estimator": self.estimator, "template": self.template.name,
+                **{k: o[k] for k in keys if o.get(k) is not None}}  # fmt: skip
+
     def messages(
         self, question: str, base: PromptPreset, eos: str | None, fields: dict[str, Any] | None = None
     ) -> list[dict[str, str]]:
@@ -384,7 +398,7 @@ class TaleEP(Method):
             "template": self.template.name,
             "prompt_tokens": ctx.generator.count_tokens(request.prompt),
             "total_output_tokens": gen.num_tokens + int(f.get("estimate_tokens") or 0),
-            "budget_respected": None if budget is None else gen.num_tokens < budget,
+            "budget_respected": None if budget is None else within_budget(gen.num_tokens, budget),
             "answer_latency_s": round(gen.latency_s, 4),
             "latency_s": round(gen.latency_s + float(f.get("estimate_latency_s") or 0.0), 4),
         }

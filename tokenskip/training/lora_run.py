@@ -70,8 +70,11 @@ class LoraRun:
 
 
 def settings_of(lora: LoRAArgs, optim: OptimArgs, run: RunArgs) -> dict[str, Any]:
-    """The groups' fields that belong in ``train_config.json`` (all but what only changes the display)."""
-    return {**asdict(lora), **asdict(optim), "dtype": run.dtype}
+    """The groups' fields that belong in ``train_config.json`` (all but what only changes the display); the
+    dtype as it runs on this machine (``auto`` resolved)."""
+    from tokenskip.models import dtype_name
+
+    return {**asdict(lora), **asdict(optim), "dtype": dtype_name(run.dtype, run.device)}
 
 
 def run_lora(

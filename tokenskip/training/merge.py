@@ -47,7 +47,7 @@ def merge(
         adapter: peft adapter folder (output of ``tokenskip train``).
         out: output folder for the merged model.
         model: base model; default: the one recorded in the adapter.
-        dtype: weights dtype of the merged model: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``,
+        dtype: weights dtype of the merged model: ``auto`` (bf16 on a GPU or an AMX CPU, else fp32), ``float32``,
             ``bfloat16`` or ``float16``.
         device: where to merge (``cpu`` needs RAM for the full model in --dtype).
         overwrite: replace an existing --out folder.

@@ -6,7 +6,8 @@ plus a metadata file (its name is the caller's: ``tokenskip_adapter.json``, ``ta
 
 Re-running the same command resumes from the last *complete* checkpoint; a checkpoint cut by the
 interruption is removed and log lines written after the checkpoint are dropped, so every step is logged
-once. Other settings on an interrupted run are refused, and a finished run is never overwritten silently.
+once. Other settings on an interrupted run are refused (:mod:`tokenskip.data.resume`: a setting an older
+``train_config.json`` lacks is no conflict), and a finished run is never overwritten silently.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenskip.data.jsonl import write_json_atomic
+from tokenskip.data.resume import settings_conflict
 from tokenskip.errors import UserError
 
 RUN_CONFIG = "train_config.json"
@@ -84,21 +86,20 @@ def prepare_out(
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
         for name in (adapter_info, LOG_FILE, RUN_CONFIG, *ADAPTER_FILES):
             (out_dir / name).unlink(missing_ok=True)
-    if (out_dir / adapter_info).exists():
-        raise UserError(
-            f"--out {out_dir} already holds a finished adapter; pick another --out or pass --overwrite"
-        )
     config_path = out_dir / RUN_CONFIG
-    if config_path.exists():
-        old = json.loads(config_path.read_text(encoding="utf-8"))
-        keys = sorted((set(old) | set(settings)) - {"progress"}) if compare is None else list(compare)
-        diff = [k for k in keys if old.get(k) != settings.get(k)]
-        if diff:
-            changes = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff[:6])
-            raise UserError(
-                f"--out {out_dir} holds an interrupted run with other settings ({changes}); "
-                "use the same settings to resume, another --out, or --overwrite"
-            )
+    old = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    keys = sorted((set(old) | set(settings)) - {"progress"}) if compare is None else list(compare)
+    changes = settings_conflict(old, settings, keys)
+    if (out_dir / adapter_info).exists():
+        other = f" trained with other settings ({changes})" if changes else ""
+        raise UserError(
+            f"--out {out_dir} already holds a finished adapter{other}; pick another --out or pass --overwrite"
+        )
+    if changes:
+        raise UserError(
+            f"--out {out_dir} holds an interrupted run with other settings ({changes}); "
+            "use the same settings to resume, another --out, or --overwrite"
+        )
     ckpt = last_complete_checkpoint(out_dir / CHECKPOINTS)
     if ckpt is not None and not resume:
         shutil.rmtree(out_dir / CHECKPOINTS)
@@ -111,7 +112,7 @@ def prepare_out(
     else:  # nothing to resume: the log starts over with the run
         (out_dir / LOG_FILE).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_path, settings)
+    write_json_atomic(config_path, {**old, **settings})
     return ckpt
 
 

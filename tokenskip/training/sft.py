@@ -17,6 +17,7 @@ with ``tokenskip train`` or with LLaMA-Factory:
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 from collections import Counter
@@ -266,6 +267,27 @@ def to_alpaca(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
 
 
+def check_sft_folder(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to rebuild a build-sft folder written with other settings (:mod:`tokenskip.data.resume`); a folder
+    written before its ``sft_info.json`` recorded them is compared on what it records."""
+    from tokenskip.data.resume import check_same_settings
+
+    path = out / INFO_FILE
+    if not path.is_file():
+        return
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise UserError(f"{path}: not valid JSON; move it away or pick another --out") from None
+    old = info.get("settings")
+    if not isinstance(old, dict):  # written before the settings were recorded
+        legacy = {"model": info.get("model"), "preset": info.get("preset"), "seed": info.get("seed"),
+                  "compressed": info.get("compressed"), "original": (info.get("original") or {}).get("path"),
+                  "every_ratio": None if "mixture" not in info else info["mixture"] == "every_ratio"}  # fmt: skip
+        old = {k: v for k, v in legacy.items() if v is not None}
+    check_same_settings(out, old, settings)
+
+
 def build_sft(
     original: str,
     compressed: str,
@@ -286,8 +308,9 @@ def build_sft(
     """Build TokenSkip's SFT mixture of original and compressed CoTs.
 
     Writes ``OUT/sft.jsonl`` (fields: id, ratio, question, answer, instruction, input, output) and
-    ``OUT/sft_info.json`` (preset, delimiter, ratios, counts, sources), plus ``OUT/alpaca.json`` and
-    ``OUT/dataset_info.json`` for LLaMA-Factory with ``--alpaca``.
+    ``OUT/sft_info.json`` (preset, delimiter, ratios, counts, sources and the settings), plus
+    ``OUT/alpaca.json`` and ``OUT/dataset_info.json`` for LLaMA-Factory with ``--alpaca``. Re-running into a
+    folder built with other settings is refused.
 
     Args:
         original: .jsonl / .json / .parquet rows with id, question, answer and a non-empty cot
@@ -319,6 +342,13 @@ def build_sft(
     """
     from tokenskip.compressors.outputs import compress_reading
 
+    settings = {
+        "original": str(original), "compressed": str(compressed), "model": model, "preset": preset,
+        "delimiter": delimiter, "ratios": sorted(check_ratio(r) for r in ratios) if ratios else None, "seed": seed,
+        "every_ratio": every_ratio, "general": general if general_ratio else None, "general_ratio": general_ratio,
+        "anchor_prompt": anchor_prompt, "shuffle": shuffle,
+    }  # fmt: skip
+    check_sft_folder(Path(out), settings)  # before anything is read or written
     p = get_preset(preset)
     comp = read_compressed_dir(compressed, on_error=on_error)
     if ratios:
@@ -381,6 +411,7 @@ def build_sft(
         "compressed": str(compressed),
         "issues": dict(counts),
         "thinking_examples": sum(e.thinking for e in examples),
+        "settings": settings,
     }
     if alpaca:
         write_json_atomic(out_dir / ALPACA_FILE, to_alpaca(rows))

@@ -5,8 +5,8 @@
    sends, TELL's anchor included), ``completion`` = ``output`` (trl appends EOS); trl's
    ``completion_only_loss`` masks the prompt;
 2. LoRA (TokenSkip's defaults: rank 8, alpha 16, every linear layer, lr 5e-5, 3 epochs, cosine, warmup 0.1,
-   cutoff 2048) in bf16 on GPU and fp32 on CPU; the LM head runs only from the first completion position of
-   each batch on (:class:`CompletionLogitsSFTTrainer`): the same loss, less work;
+   cutoff 2048) in ``--dtype auto`` (bf16 on a GPU or a CPU with AMX, else fp32: :func:`tokenskip.models.auto_dtype`);
+   the LM head runs only from the first completion position of each batch on (:class:`CompletionLogitsSFTTrainer`): the same loss, less work;
 3. checkpoints every ``--save_steps`` in ``OUT/checkpoints``; re-running the same command resumes from the
    last complete checkpoint; losses go to ``OUT/train_log.jsonl``;
 4. the adapter (``adapter_model.safetensors``), a model card (``README.md``) and ``tokenskip_adapter.json``
@@ -42,7 +42,7 @@ IGNORE_INDEX = -100
 _RUN_KEYS = (
     "data_sha256", "model", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
     "epochs", "max_steps", "batch_size", "grad_accum", "scheduler", "warmup", "weight_decay", "cutoff",
-    "eval_size", "seed", "group_by_length",
+    "eval_size", "seed", "group_by_length", "dtype",
 )  # fmt: skip
 
 

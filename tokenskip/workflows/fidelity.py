@@ -4,9 +4,10 @@ No training needed. From the reader's generated records (``tokenskip generate``)
 right, strip the sentence that states the answer (:func:`tokenskip.eval.fidelity.strip_final_answer`),
 compress each CoT with every scorer to every γ (``tokenskip compress``, resumable), then give the reader
 ``prompt(question) + compressed CoT + answer cue`` (the preset's ``"\\n\\nThe final answer is: $\\boxed{"``)
-and grade the few tokens it writes (greedy, through the one resumable runner). Layout of ``--out DIR``::
+and grade the few tokens it writes (greedy, through one :class:`~tokenskip.session.Session`). Layout of ``--out DIR``::
 
-    run.json                          reader, preset, ratios, answer cap (a resumed run must match)
+    run.json                          reader, adapter, preset, backend, dtype, answer cap, sampling, ratios
+                                      (a resumed run must match its settings)
     selected.jsonl                    the CoTs under test (answer stated in the CoT stripped)
     compressed/<scorer>/              `tokenskip compress` output per scorer (compressed_<γ>.jsonl)
     answers/<scorer>@<γ>.jsonl        the reader's graded answers (plus full@1.0 and none@0.0 controls)
@@ -18,7 +19,6 @@ Re-running the same command resumes every step; a longer ``--input`` (or larger 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,14 +28,18 @@ from tokenskip.args import ModelArgs, SamplingArgs, flat_options
 from tokenskip.data.datasets import Record
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic, write_jsonl_atomic
 from tokenskip.data.prompts import THINKING_ANSWER_CUE, forced_answer, format_ratio
+from tokenskip.data.resume import check_run_file
 from tokenskip.errors import UserError
 from tokenskip.eval.fidelity import FULL, NONE, label, parse_scorers, select_records, summarize_cell
 from tokenskip.inference.base import Generation
-from tokenskip.inference.runner import check_same_settings, run_records
 from tokenskip.methods import Context, Method, Request
+from tokenskip.session import Session
 
 DEFAULT_SCORERS = "selfinfo,selfinfo:qwen2.5-coder-0.5b,random,truncation,llmlingua2?"
-RESUME_KEYS = ("model", "preset", "max_new_tokens", "strip", "dtype")
+RESUME_KEYS = (
+    "model", "adapter", "adapter_sha256", "preset", "backend", "dtype", "max_new_tokens", "temperature", "top_p",
+    "seed", "stop", "strip",
+)  # fmt: skip
 
 
 class ForcedAnswer(Method):
@@ -164,7 +168,6 @@ def fidelity(
     from tokenskip.compressors.thinking import resolve_think_tags
     from tokenskip.data.jsonl import BadLineStats
     from tokenskip.eval.evaluate import load_results, report_skipped
-    from tokenskip.models import load_tokenizer
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
@@ -189,24 +192,18 @@ def fidelity(
     if not selected:
         raise UserError(f"{input}: no correct record with a CoT to compress")
     root = Path(out)
+    session = Session(model, sampling, prompt_preset, on_error=on_error)
     meta = {
+        **session.base_settings(),
         "input": str(input),
-        "model": model.model,
-        "preset": prompt_preset.name,
-        "max_new_tokens": sampling.max_new_tokens,
         "strip": strip,
         "ratios": ratio_list,
         "scorers": scorers,
         "selected": len(selected),
-        "backend": model.backend,
-        "dtype": model.dtype,
         "think_tags": tags.to_list() if tags else None,
         "thinking_records": len(thinking),
     }
-    run_json = root / "run.json"
-    if run_json.exists():
-        check_same_settings(out, json.loads(run_json.read_text(encoding="utf-8")), meta, RESUME_KEYS)
-    write_json_atomic(run_json, meta)
+    check_run_file(root / "run.json", meta, RESUME_KEYS)
     write_jsonl_atomic(root / "selected.jsonl", selected)
     print(f"tokenskip: {len(selected)} correct CoTs of {len(rows)} records under test", file=sys.stderr)
     t0 = time.perf_counter()
@@ -227,36 +224,19 @@ def fidelity(
         )  # fmt: skip
         labels.append(name)
 
-    tokenizer = load_tokenizer(model.model, model.trust_remote_code)
-    cells = _cells(root, selected, labels, ratio_list, lambda texts: count_tokens(tokenizer, texts))
+    cells = _cells(root, selected, labels, ratio_list, lambda texts: count_tokens(session.tokenizer(), texts))
     batch = sampling.batch(model.backend)
-    contexts: list[Context] = []
-
-    def ctx() -> Context:
-        if not contexts:
-            gen = model.open(batch)
-            contexts.append(Context(gen, prompt_preset, sampling.config(), model=model.model))
-        return contexts[0]
-
     ids = [s["id"] for s in selected]
-    try:
+    with session:
         for start in range(0, len(ids), chunk):  # every record through every cell before the next chunk
             part = set(ids[start : start + chunk])
             for name, ratio, recs, info in sorted(cells, key=cache_order):
-                method = ForcedAnswer(info, thinking, think_cue)
-                settings = {"scorer": name, "ratio": ratio, "model": model.model, "preset": prompt_preset.name,
-                            "max_new_tokens": sampling.max_new_tokens}  # fmt: skip
-                run_records(
-                    [r for r in recs if r.id in part], lambda b, m=method: m.run_batch(ctx(), b),
-                    answers_file(root, name, ratio), batch, settings,
-                    order=lambda todo, m=method: m.order(ctx(), todo) if todo else todo, progress=False,
-                )  # fmt: skip
+                session.run(ForcedAnswer(info, thinking, think_cue), [r for r in recs if r.id in part],
+                            answers_file(root, name, ratio), settings={"scorer": name, "ratio": ratio},
+                            batch_size=batch, progress=False)  # fmt: skip
             done = min(start + chunk, len(ids))
             print(f"tokenskip: {done}/{len(ids)} CoTs answered in every cell "
                   f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr)  # fmt: skip
-    finally:
-        if contexts:
-            contexts[0].generator.close()
     return render(root, selected, cells, skipped, meta, time.perf_counter() - t0)
 
 

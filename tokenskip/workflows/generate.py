@@ -1,7 +1,6 @@
 """``tokenskip generate`` and ``tokenskip infer``: a method over questions, one graded record per question.
 
-Both are configurations of the one resumable runner (:func:`tokenskip.inference.runner.run_records`) with a
-method from the registry (:mod:`tokenskip.methods`):
+Both run a method from the registry (:mod:`tokenskip.methods`) through one :class:`~tokenskip.session.Session`:
 
 * ``generate`` (TokenSkip step 1): the model's own CoTs on a dataset (``original``; ``--ratio γ`` prompts a
   TokenSkip-trained model with ``tokenskip@γ``);
@@ -9,22 +8,24 @@ method from the registry (:mod:`tokenskip.methods`):
   file of questions; rows without an answer are written ungraded.
 
 Records are appended and flushed one by one; re-running with the same ``--out`` skips finished ids and
-refuses an ``--out`` written with another model, adapter, method or preset.
+refuses an ``--out`` written with other settings (model, adapter, method, preset, backend, dtype,
+max_new_tokens, sampling: :mod:`tokenskip.data.resume`). A prompt longer than the model's context is
+refused before anything is generated (or skipped and counted with ``--on_error skip``).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 from tokenskip.args import DataArgs, EngineArgs, ModelArgs, SamplingArgs, flat_options
 from tokenskip.data.datasets import Record
 from tokenskip.data.prompts import check_ratio
 from tokenskip.errors import UserError
-from tokenskip.inference.runner import RunResult, run_records
-from tokenskip.methods import Context, Method, get_method
+from tokenskip.inference.runner import RunResult
+from tokenskip.methods import Method, get_method
+from tokenskip.session import Session
 
 
 def pick_method(method: str | None, ratio: float | None, **options: Any) -> Method:
@@ -36,57 +37,20 @@ def pick_method(method: str | None, ratio: float | None, **options: Any) -> Meth
     return get_method("original" if ratio is None else f"tokenskip@{check_ratio(ratio)}", **options)
 
 
-def run_method(
-    method: Method,
-    model: ModelArgs,
-    records: list[Record],
-    out: str | None,
-    sampling: SamplingArgs,
-    preset: str | None = None,
-    engine: EngineArgs | None = None,
-    settings: dict[str, Any] | None = None,
-    progress: bool = True,
-    context: Callable[[], Context] | None = None,
-) -> RunResult:
-    """Run ``method`` over ``records`` into ``out`` (resumable). The generator is loaded only when something
-    is left to generate, and closed at the end (``context``: the caller's, called when needed, left open)."""
-    method.setup(records)
-    prompt_preset = model.preset(preset)
-    batch = sampling.batch(model.backend)
-    contexts: list[Context] = []
-
-    def ctx() -> Context:
-        if context is not None:
-            return context()
-        if not contexts:
-            contexts.append(
-                Context(model.open(batch, engine), prompt_preset, sampling.config(), model=model.model)
-            )
-        return contexts[0]
-
-    try:
-        return run_records(
-            records,
-            lambda b: method.run_batch(ctx(), b),
-            out,
-            batch,
-            settings,
-            order=lambda todo: method.order(ctx(), todo) if todo else todo,
-            desc=method.name,
-            progress=progress,
-        )
-    finally:
-        if contexts:
-            contexts[0].generator.close()
-
-
-def _report(result: RunResult, skipped_rows: int, out: str | None, what: str, t0: float) -> None:
+def _report(result: RunResult, skipped_rows: int, out: str | None, what: str, t0: float) -> dict[str, Any]:
     tokens = [r["cot_tokens"] for r in result.rows]
     mean = f", mean CoT {sum(tokens) / len(tokens):.1f} tokens" if tokens else ""
+    long = f", {result.refused} too long for the context skipped" if result.refused else ""
     print(
         f"tokenskip: {result.generated} generated, {result.skipped} already done, {skipped_rows} malformed rows "
-        f"skipped{mean} ({what}) -> {out} ({time.perf_counter() - t0:.1f}s)"
+        f"skipped{long}{mean} ({what}) -> {out} ({time.perf_counter() - t0:.1f}s)"
     )
+    return {**result.counts(), "malformed_skipped": skipped_rows, "too_long_skipped": result.refused}
+
+
+def ratio_setting(method: Method) -> dict[str, Any]:
+    """The requested γ recorded beside the method (as records have always carried it)."""
+    return {"ratio": method.requested_ratio if method.kind == "tokenskip" else None}
 
 
 @flat_options(data=DataArgs(split="train"), model=ModelArgs(), sampling=SamplingArgs(), engine=EngineArgs())
@@ -115,14 +79,9 @@ def generate(
     records, skipped = data.load()
     random.seed(sampling.seed)
     t0 = time.perf_counter()
-    settings: dict[str, Any] = {"method": chosen.name}
-    if chosen.requested_ratio is not None and chosen.kind == "tokenskip":
-        settings["ratio"] = chosen.requested_ratio
-    result = run_method(chosen, model, records, out, sampling, preset, engine, settings)
-    counts = result.counts()
-    counts["malformed_skipped"] = skipped
-    _report(result, skipped, out, chosen.name, t0)
-    return counts
+    with Session(model, sampling, preset, engine, on_error=data.on_error) as session:
+        result = session.run(chosen, records, out, settings=ratio_setting(chosen))
+    return _report(result, skipped, out, chosen.name, t0)
 
 
 @flat_options(
@@ -133,7 +92,7 @@ def infer(
     model: ModelArgs,
     sampling: SamplingArgs,
     engine: EngineArgs,
-    ratio: float = 1.0,
+    ratio: float | None = None,
     input: str | None = None,
     question: str | None = None,
     out: str | None = None,
@@ -143,7 +102,8 @@ def infer(
     """Generate reasoning at compression ratio γ for one question or a file of questions.
 
     Args:
-        ratio: compression ratio γ in (0, 1]; 1.0 = full CoT (no ratio in the prompt).
+        ratio: compression ratio γ in (0, 1]; 1.0 (the default) = full CoT (no ratio in the prompt). Not with
+            --method.
         input: .jsonl/.json/.parquet (question or problem; optional id, answer) or .txt (one question per
             line). Same as --dataset.
         question: a single question instead of --input; the answer is printed.
@@ -153,8 +113,7 @@ def infer(
             recorded by `tokenskip train` in the adapter (or merged model), including its delimiter; else default.
         method: any registered method instead of tokenskip@γ (e.g. budget-forcing@256, beconcise).
     """
-    ratio = check_ratio(ratio)
-    chosen = pick_method(method, None if method else ratio)
+    chosen = pick_method(method, 1.0 if method is None and ratio is None else ratio)
     if chosen.needs_original:
         raise UserError(f"{chosen.name} needs the original run's records: use `tokenskip bench`")
     source = input or data.dataset
@@ -167,27 +126,18 @@ def infer(
     if question is not None:
         if not question.strip():
             raise UserError("--question is empty")
-        records, skipped = [Record(id="question-0", question=question.strip(), answer="")], 0
+        records = [Record(id="question-0", question=question.strip(), answer="", where="--question")]
+        skipped = 0
     else:
         assert source is not None
         records, skipped = data.load(require_answer=False, dataset=source)
-    prompt_preset = model.preset(preset)
-    settings = {
-        "model": model.model,
-        "adapter": model.adapter,
-        "method": chosen.name,
-        "ratio": chosen.requested_ratio if chosen.kind == "tokenskip" else None,
-        "preset": prompt_preset.name,
-        "backend": model.backend,
-    }
     t0 = time.perf_counter()
-    result = run_method(
-        chosen, model, records, out, sampling, preset, engine, settings, progress=source is not None
-    )
+    with Session(model, sampling, preset, engine, on_error=data.on_error) as session:
+        result = session.run(
+            chosen, records, out, settings=ratio_setting(chosen), progress=source is not None
+        )
     if question is not None and result.rows:
         print(result.rows[0]["output"])
-    counts: dict[str, Any] = result.counts()
-    counts["malformed_skipped"] = skipped
     if out is not None:
-        _report(result, skipped, out, f"{chosen.name}, {model.backend}", t0)
-    return counts
+        return _report(result, skipped, out, f"{chosen.name}, {model.backend}", t0)
+    return {**result.counts(), "malformed_skipped": skipped, "too_long_skipped": result.refused}

@@ -5,27 +5,34 @@
 * ``run`` (TALE-EP): the ``tale-ep`` method: estimate, then answer with "Let's think step by step and use
   less than β tokens:"; the token accounting includes the estimation call.
 
-Both run through the one resumable runner. ``tale search`` (the budget search behind TALE-PT) is in
+Both run as methods through one :class:`~tokenskip.session.Session` (resumable; a re-run with another
+model, budget, estimator, template, dtype ... into the same ``--out`` is refused). ``tale search`` (the budget search behind TALE-PT) is in
 :mod:`tokenskip.workflows.tale_search`; the method itself in :mod:`tokenskip.methods.tale_ep`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from tokenskip.args import DataArgs, ModelArgs, SamplingArgs, flat_options
 from tokenskip.data.datasets import Record
 from tokenskip.data.jsonl import read_jsonl, write_json_atomic
+from tokenskip.data.prompts import PromptPreset
 from tokenskip.errors import UserError
-from tokenskip.inference.runner import run_records
-from tokenskip.inference.tale_budget import (
-    check_budget,
+from tokenskip.inference.tale_budget import check_budget, estimation_message
+from tokenskip.methods import Context, Method
+from tokenskip.methods.tale_ep import (
+    BudgetEstimator,
+    EstimateArgs,
+    TaleEP,
+    make_regressor,
+    raw_preset,
+    regressor_source,
 )
-from tokenskip.methods.tale_ep import BudgetEstimator, EstimateArgs, TaleEP, make_regressor, regressor_source
-from tokenskip.workflows.generate import run_method
+from tokenskip.session import Session
 
 Estimator = Literal["zero-shot", "regression"]
 RunEstimator = Literal["zero-shot", "regression", "none"]
@@ -53,6 +60,45 @@ def _sources(rows: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+class TaleEstimate(Method):
+    """TALE-EP's first step alone: one budget estimate per question (zero-shot: the model is asked; regression:
+    the fitted estimator, tokenizer only). Its prompt is the estimation prompt."""
+
+    kind = "tale-estimate"
+
+    def __init__(self, estimator: str, est: EstimateArgs, regressor: Any = None) -> None:
+        super().__init__(None)
+        self.estimator, self.est, self.source = estimator, est, regressor
+        self._budgets: BudgetEstimator | None = None
+
+    def record_settings(self) -> dict[str, Any]:
+        e = self.est
+        return {"estimator": self.estimator, "regressor": e.regressor, "fallback_budget": e.fallback_budget,
+                "min_budget": e.min_budget, "max_budget": e.max_budget}  # fmt: skip
+
+    def preset(self, base: PromptPreset) -> PromptPreset:
+        return raw_preset(base)
+
+    def messages(
+        self, question: str, base: PromptPreset, eos: str | None, fields: dict[str, Any] | None = None
+    ) -> list[dict[str, str]]:
+        return [{"role": "user", "content": estimation_message(question)}]
+
+    def run_batch(self, ctx: Context, records: list[Record]) -> list[dict[str, Any]]:
+        if self._budgets is None:
+            g, e = ctx.generator, self.est
+            self._budgets = BudgetEstimator(
+                self.estimator, g.tokenizer, g.count_tokens, g if self.estimator == "zero-shot" else None,
+                make_regressor(self.source, g.count_tokens), e.fallback_budget, e.min_budget, e.max_budget,
+                ctx.sampling.max_new_tokens, ctx.preset,
+            )  # fmt: skip
+        rows = self._budgets.estimate(records)
+        return [
+            {"id": r.id, "question": r.question, "answer": r.answer, "task": r.task, "model": ctx.model, **e}
+            for r, e in zip(records, rows, strict=True)
+        ]
+
+
 @flat_options(data=DataArgs(), model=ModelArgs(), sampling=SamplingArgs(), est=EstimateArgs())
 def estimate(
     out: str,
@@ -73,43 +119,10 @@ def estimate(
     records, _ = data.load()
     reg_source = regressor_source(est.regressor) if est.regressor else None  # read before any model loads
     t0 = time.perf_counter()
-    batch = sampling.batch(model.backend)
-    generator = None
-    if estimator == "zero-shot":
-        generator = model.open(batch)
-        tokenizer, count = generator.tokenizer, generator.count_tokens
-    else:
-        from tokenskip.models import load_tokenizer
-
-        tokenizer = load_tokenizer(model.model, trust_remote_code=model.trust_remote_code)
-
-        def count(text: str) -> int:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    reg = make_regressor(reg_source, count)
-    estimator_ = BudgetEstimator(
-        estimator, tokenizer, count, generator, reg, est.fallback_budget, est.min_budget, est.max_budget,
-        est.estimate_max_new_tokens, model.preset(None),
-    )  # fmt: skip
-
-    def step(batch_records: list[Record]) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": r.id,
-                "question": r.question,
-                "answer": r.answer,
-                "task": r.task,
-                "model": model.model,
-                **e,
-            }
-            for r, e in zip(batch_records, estimator_.estimate(batch_records), strict=True)
-        ]
-
-    try:
-        result = run_records(records, step, out, batch, desc="estimate")
-    finally:
-        if generator is not None:
-            generator.close()
+    method = TaleEstimate(estimator, est, reg_source)
+    greedy = replace(sampling, max_new_tokens=est.estimate_max_new_tokens, temperature=0.0)
+    with Session(model, greedy, on_error=data.on_error) as session:
+        result = session.run(method, records, out, needs_model=estimator == "zero-shot", desc="estimate")
     rows = [row for _, row in read_jsonl(out)]
     summary = {
         "total": len(records),
@@ -168,7 +181,8 @@ def run(
     method = TaleEP(budget, estimator=kind, template=template, budgets=budgets, **asdict(est))
     records, _ = data.load()
     t0 = time.perf_counter()
-    result = run_method(method, model, records, out, sampling, settings={"model": model.model})
+    with Session(model, sampling, on_error=data.on_error) as session:
+        result = session.run(method, records, out)
     rows = [row for _, row in read_jsonl(out)]
     summary = summarize_run(rows)
     summary.update(result.counts())

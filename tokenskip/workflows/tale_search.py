@@ -3,8 +3,8 @@
 Per question, halve the budget from the vanilla CoT length while the answer stays feasible (correct, or
 correct AND shorter: token elasticity); save each trace, the elasticity PNG, a summary and a regression
 estimator fitted on the searched budgets. TALE-PT trains on these traces (:mod:`tokenskip.training.tale_pt`).
-Questions are searched in lockstep batches (one generate call per halving round) through the one resumable
-runner.
+Questions are searched in lockstep batches (one generate call per halving round): the search is a method
+(:class:`TaleSearch`, prompts written with the run's preset) run through one :class:`~tokenskip.session.Session`.
 """
 
 from __future__ import annotations
@@ -18,21 +18,22 @@ from typing import Any, Literal
 from tokenskip.args import DataArgs, ModelArgs, SamplingArgs, flat_options
 from tokenskip.data.datasets import Record
 from tokenskip.data.jsonl import write_json_atomic
+from tokenskip.data.prompts import PromptPreset
 from tokenskip.errors import UserError
 from tokenskip.grading import grade
-from tokenskip.inference.base import Generator, SamplingConfig
 from tokenskip.inference.budget_search import (
     BudgetSearch,
     elasticity_curve,
     mean_tokens_by_step,
 )
-from tokenskip.inference.runner import run_records
 from tokenskip.inference.tale_budget import (
     DEFAULT_MAX_BUDGET,
     DEFAULT_MIN_BUDGET,
     get_template,
 )
-from tokenskip.methods.tale_ep import _read_traces, chat_prompt, check_bounds, fit_regressor
+from tokenskip.methods import Context, Method
+from tokenskip.methods.tale_ep import _read_traces, check_bounds, fit_regressor, raw_preset
+from tokenskip.session import Session
 
 Rule = Literal["elasticity", "correct"]
 
@@ -71,18 +72,42 @@ class SearchArgs:
             raise UserError(str(e)) from None
 
 
-def search_batch(
-    generator: Generator, records: Sequence[Record], sampling: SamplingConfig, args: SearchArgs
-) -> list[dict[str, Any]]:
+class TaleSearch(Method):
+    """The budget search as a method: a batch of questions in, one search trace per question out. Its prompts
+    are TALE's (the vanilla "Let's think step by step:" one, then "... use less than β tokens:"), written with
+    the run's preset like ``tale run``'s."""
+
+    kind = "tale-search"
+
+    def __init__(self, args: SearchArgs) -> None:
+        super().__init__(None)
+        self.args = args
+        self.template = get_template(args.template)
+
+    def preset(self, base: PromptPreset) -> PromptPreset:
+        return raw_preset(base)
+
+    def messages(
+        self, question: str, base: PromptPreset, eos: str | None, fields: dict[str, Any] | None = None
+    ) -> list[dict[str, str]]:
+        return [
+            {"role": "user", "content": self.template.user_message(question, (fields or {}).get("budget"))}
+        ]
+
+    def run_batch(self, ctx: Context, records: list[Record]) -> list[dict[str, Any]]:
+        return search_batch(ctx, records, self)
+
+
+def search_batch(ctx: Context, records: Sequence[Record], method: TaleSearch) -> list[dict[str, Any]]:
     """Budget search for a batch of questions, in lockstep (one generate call per halving round).
 
     Returns one trace per question: the vanilla answer, every budget tried (tokens, correctness,
     feasibility, output), the optimal budget and answer, and why the search stopped.
     """
-    template, rule, require_correct = get_template(args.template), args.rule, args.require_correct
+    args, generator, sampling = method.args, ctx.generator, ctx.sampling
+    template, rule, require_correct = method.template, args.rule, args.require_correct
     min_budget, max_steps = args.min_budget, args.max_steps
-    tok = generator.tokenizer
-    vanilla_prompts = [chat_prompt(tok, template.user_message(r.question)) for r in records]
+    vanilla_prompts = [method.prompt(ctx, r.question) for r in records]
     vanilla = generator.generate(vanilla_prompts, sampling)
     traces: list[dict[str, Any]] = []
     searches: list[BudgetSearch | None] = []
@@ -127,7 +152,7 @@ def search_batch(
             break
         budgets = [searches[i].next_budget() for i in active]  # type: ignore[union-attr]
         prompts = [
-            chat_prompt(tok, template.user_message(records[i].question, b))
+            method.prompt(ctx, records[i].question, {"budget": b})
             for i, b in zip(active, budgets, strict=True)
         ]
         gens = generator.generate(prompts, sampling)
@@ -263,25 +288,10 @@ def search(
     records, _ = data.load()
     traces_path = folder / "traces.jsonl"
     t0 = time.perf_counter()
-    cfg = sampling.config()
     rule = search.rule
-    settings = {"model": model.model, **asdict(search), "max_new_tokens": sampling.max_new_tokens}
-    batch = sampling.batch(model.backend)
-    generator: Generator | None = None
-
-    def step(batch_records: list[Record]) -> list[dict[str, Any]]:
-        nonlocal generator
-        if generator is None:  # only when something is left to search
-            generator = model.open(batch)
-        traces = search_batch(generator, batch_records, cfg, search)
-        print(f"tokenskip: searched a batch of {len(traces)} ({time.perf_counter() - t0:.0f}s)", flush=True)
-        return traces
-
-    try:
-        result = run_records(records, step, traces_path, batch, settings, desc="search")
-    finally:
-        if generator is not None:
-            generator.close()
+    method = TaleSearch(search)
+    with Session(model, sampling, on_error=data.on_error) as session:
+        result = session.run(method, records, traces_path, settings=asdict(search), desc="search")
     ids = {r.id for r in records}
     traces = [t for t in _read_traces(traces_path) if str(t["id"]) in ids]
     summary = summarize_search(traces)
