@@ -23,8 +23,8 @@ from typing import Any
 from tokenskip.data.adapters import ADAPTER_INFO
 from tokenskip.data.jsonl import write_json_atomic
 from tokenskip.data.prompts import check_ratio, format_ratio
+from tokenskip.data.resume import check_same_settings
 from tokenskip.errors import UserError
-from tokenskip.inference.runner import check_same_settings
 from tokenskip.workflows.recipes import Recipe, get_recipe
 
 STATE = "pipeline.json"
