@@ -68,7 +68,11 @@ def _read_scorable(path):
 def _iterate_dataset(path):
     from tokenskip.args import DataArgs  # metareason iterate's --dataset and --eval_dataset
 
-    return [r.to_dict() for r in DataArgs(dataset=path).load()[0]]
+    rows = [r.to_dict() for r in DataArgs(dataset=path).load()[0]]
+    for r in rows:  # a record's source names its file: compare the line only
+        if r.get("where"):
+            r["where"] = r["where"].rsplit(":", 1)[-1]
+    return rows
 
 
 # the verbs of tests/test_inputs.py (the same commands), then the other options and verbs that read a user file
