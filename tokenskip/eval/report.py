@@ -19,6 +19,7 @@ from tokenskip.eval.metrics import (
     bench_markdown,
     method_summary,
 )
+from tokenskip.eval.verdicts import verdict_markdown, verdicts
 from tokenskip.methods import Method, get_method, parse_methods
 
 # CSV columns after "method" (empty where a run has no such records)
@@ -93,9 +94,15 @@ def render(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
         )
         md.append(bench_markdown(rows, None, thinking=bool(meta.get("thinking"))))
         md.append("")
+    all_rows = [{"run": label or meta.get("model"), **r} for label, meta, rows in runs for r in rows]
+    found = verdicts(all_rows)
+    if found:
+        original = next((r for r in all_rows if r["method"] == "original"), None)
+        md.append("Following γ (ActRatio against `original`; other methods within 15% of the CoT tokens):\n")
+        md.extend(verdict_markdown(v, original) for v in found)
+        md.append("")
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    all_rows = [{"run": label or meta.get("model"), **r} for label, meta, rows in runs for r in rows]
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(
             f,
@@ -105,7 +112,8 @@ def render(dirs: list[Path], out: Path) -> list[dict[str, Any]]:
         writer.writeheader()
         writer.writerows(all_rows)
     write_json_atomic(
-        out / "results.json", {"runs": [{"label": lb, "meta": m, "methods": r} for lb, m, r in runs]}
+        out / "results.json",
+        {"runs": [{"label": lb, "meta": m, "methods": r} for lb, m, r in runs], "verdicts": found},
     )
     _plots(runs, out)
     return all_rows
