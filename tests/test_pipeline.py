@@ -124,5 +124,8 @@ def test_the_recipes_are_what_the_readme_says():
     assert (r.model, r.limit, r.max_cot_tokens, r.keep_incorrect) == ("qwen2.5-coder-0.5b", 3000, 500, False)
     assert r.ratios == "0.9,0.8,0.7,0.6,0.5" and r.scorer == "selfinfo" and not r.every_ratio
     assert r.final == "bench" and r.bench_limit == 200 and r.bench_methods.split(",")[0] == "original"
+    methods, gammas = r.bench_methods.split(","), r.ratios.split(",")
+    assert [m for m in methods if m.startswith("tokenskip@")] == [f"tokenskip@{g}" for g in ("1.0", *gammas)]
+    assert [m for m in methods if m.startswith("truncation@")] == [f"truncation@{g}" for g in gammas]
     assert not RECIPES["quickstart"].keep_incorrect  # the quickstart script passes the flag itself
     assert "--keep_incorrect true" in (REPO / "scripts" / "quickstart.sh").read_text(encoding="utf-8")

@@ -108,7 +108,12 @@ RECIPES: dict[str, Recipe] = {
         train_dtype="float32",
         save_steps=5,
         final="bench",
-        bench_methods="original," + ",".join(f"tokenskip@{g}" for g in ("1.0", *TOKENSKIP_RATIOS.split(","))),
+        # the trained adapter at every γ, and truncation at every γ beside it (the paper's baseline at the same
+        # CoT tokens); the 9 prompt and budget methods are in benchmarks/runs/bench-qwen, same questions
+        bench_methods="original,"
+        + ",".join(f"tokenskip@{g}" for g in ("1.0", *TOKENSKIP_RATIOS.split(",")))
+        + ","
+        + ",".join(f"truncation@{g}" for g in TOKENSKIP_RATIOS.split(",")),
         # the paper's latency is per sample at batch 1: 5 questions per method (2 in the 9-method bench)
         latency_samples=5,
     ),
