@@ -42,6 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--batch_size", type=int, default=16, help="generation batch")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="hf", help="hf or vllm (rollouts and eval)")
+    ap.add_argument("--dtype", default="auto", help="generation dtype (auto, float32, bfloat16)")
+    ap.add_argument("--eval_data", default=None,
+                    help="held-out questions from another file (e.g. GSM8K test: the first --eval); default: the "
+                    "--eval questions of --data after the training ones")  # fmt: skip
+    ap.add_argument("--train_batch_size", type=int, default=4)
+    ap.add_argument("--grad_accum", type=int, default=1)
+    ap.add_argument("--cutoff", type=int, default=1024, help="LoRA training sequence cap (tokens)")
     ap.add_argument(
         "--reuse",
         default=None,
@@ -98,12 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     lines = [x for x in Path(a.data).read_text(encoding="utf-8").splitlines() if x.strip()]
-    if len(lines) < a.questions + a.eval:
-        raise SystemExit(f"{a.data}: {len(lines)} rows, need --questions + --eval = {a.questions + a.eval}")
+    held = a.questions if a.eval_data is None else 0  # held-out rows follow the training ones in --data
+    need = a.questions + (a.eval if a.eval_data is None else 0)
+    if len(lines) < need:
+        raise SystemExit(f"{a.data}: {len(lines)} rows, need {need}")
     train, test = str(work / "train.jsonl"), str(work / "eval.jsonl") if a.eval else None
     Path(train).write_text("\n".join(lines[: a.questions]) + "\n", encoding="utf-8")
     if test:
-        Path(test).write_text("\n".join(lines[a.questions : a.questions + a.eval]) + "\n", encoding="utf-8")
+        src = lines if a.eval_data is None else [
+            x for x in Path(a.eval_data).read_text(encoding="utf-8").splitlines() if x.strip()
+        ]  # fmt: skip
+        Path(test).write_text("\n".join(src[held : held + a.eval]) + "\n", encoding="utf-8")
     load0, t0 = os.getloadavg(), time.perf_counter()
     print(f"metareason ablation: {a.questions} questions x {a.samples} rollouts, {a.rounds} rounds, eval {a.eval}; "
           f"load average at start {load0[0]:.1f} on {os.cpu_count()} CPUs", flush=True)  # fmt: skip
@@ -122,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             out=str(work / arm), dataset=train, limit=a.questions, model=a.model, rounds=a.rounds,
             samples=a.samples, cost=c, max_new_tokens=a.max_new_tokens, max_steps=a.max_steps,
             learning_rate=a.learning_rate, temperature=a.temperature, batch_size=a.batch_size, device=a.device,
-            eval_dataset=test, eval_limit=a.eval, train_batch_size=4,
+            backend=a.backend, dtype=a.dtype, eval_dataset=test, eval_limit=a.eval,
+            train_batch_size=a.train_batch_size, grad_accum=a.grad_accum, cutoff=a.cutoff,
         )  # fmt: skip
         results[arm], times[arm] = res["rounds"], time.perf_counter() - t
     lines = [
@@ -145,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     load1 = os.getloadavg()
     footer = (
-        f"\n{a.questions} questions of {Path(a.data).name} x {a.samples} rollouts (T={a.temperature}, max {a.max_new_tokens} "
-        f"tokens), {a.rounds} rounds, {a.max_steps} LoRA steps/round, eval: the next {a.eval} questions, "
+        f"\n{a.model} ({a.backend}, {a.dtype}): {a.questions} questions of {Path(a.data).name} x {a.samples} rollouts (T={a.temperature}, max {a.max_new_tokens} "
+        f"tokens), {a.rounds} rounds, {a.max_steps} LoRA steps/round, eval: "
+        f"{'the next' if a.eval_data is None else 'the first'} {a.eval} questions"
+        f"{'' if a.eval_data is None else ' of ' + Path(a.eval_data).name}, "
         f"greedy. Wall time: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
         + f" (total {(time.perf_counter() - t0) / 60:.1f} min); load average {load0[0]:.1f} at start, "
