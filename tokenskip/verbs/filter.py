@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from tokenskip.data.jsonl import write_jsonl_atomic
+from tokenskip.data.filter import keep_record
+from tokenskip.data.jsonl import BadLineStats, write_jsonl_atomic
 from tokenskip.errors import UserError
-
-
-def keep_record(row: dict[str, Any], max_cot_tokens: int | None, require_correct: bool) -> bool:
-    """Whether a generated record belongs in the training set."""
-    if require_correct and not row.get("correct", False):
-        return False
-    if max_cot_tokens is not None:
-        tokens = row.get("cot_tokens")
-        if not isinstance(tokens, int | float) or isinstance(tokens, bool) or tokens > max_cot_tokens:
-            return False
-    cot = row.get("cot")
-    return isinstance(cot, str) and bool(cot.strip())
+from tokenskip.eval.evaluate import load_results, report_skipped
 
 
 def filter_records(
@@ -39,11 +29,8 @@ def filter_records(
     """
     if max_cot_tokens is not None and max_cot_tokens < 1:
         raise UserError(f"--max_cot_tokens must be >= 1, got {max_cot_tokens}")
-    from tokenskip.data.jsonl import BadLineStats
-    from tokenskip.eval.evaluate import load_results, report_skipped  # grades records without 'correct'
-
     stats = BadLineStats()
-    rows = load_results(input, on_error=on_error, stats=stats)
+    rows = load_results(input, on_error=on_error, stats=stats)  # grades records without 'correct'
     report_skipped(input, stats)
     total = len(rows)
     kept = [row for row in rows if keep_record(row, max_cot_tokens, require_correct)]
