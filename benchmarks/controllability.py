@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
             sys.exit(f"controllability: {work} holds a run with other settings {old}; use another --work")
     write_json_atomic(work / "bench_settings.json", settings)
     try:
-        from tokenskip.compressors.compress import compress
+        from tokenskip.verbs.compress import compress
     except ImportError as e:  # the offline scorer ships with tokenskip.compressors
         sys.exit(f"controllability: tokenskip.compressors is not available ({e}); cannot compress CoTs")
 
@@ -247,10 +247,10 @@ def run_variant(
     from tokenskip.data.adapters import ADAPTER_INFO, resolve_preset
     from tokenskip.inference import make_generator
     from tokenskip.inference.base import SamplingConfig
-    from tokenskip.training.merge import merge
-    from tokenskip.training.sft import build_sft
     from tokenskip.training.sft_folder import SFT_FILE
-    from tokenskip.training.train import train
+    from tokenskip.verbs.build_sft import build_sft
+    from tokenskip.verbs.merge import merge
+    from tokenskip.verbs.train import train
 
     name = "TELL" if k > 0 else "no TELL" if args.tell > 0 else ""
     tell = {"general": args.general or args.train_file, "general_ratio": k, "anchor_prompt": args.anchor_prompt,

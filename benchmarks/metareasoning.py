@@ -101,7 +101,7 @@ def refilter(scored_path: Path, settings: list[tuple[float, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    from tokenskip.metareason.iterate import iterate
+    from tokenskip.verbs.metareason import iterate
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

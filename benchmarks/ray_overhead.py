@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from compress_throughput import DATA, checkpoint  # noqa: E402
 
-from tokenskip.compressors.compress import compress  # noqa: E402
 from tokenskip.compressors.outputs import ratio_file  # noqa: E402
+from tokenskip.verbs.compress import compress  # noqa: E402
 
 
 def files(out: Path, ratios: list[float]) -> list[bytes]:

@@ -59,7 +59,7 @@ class SlowStreamer(Generator):
 def main() -> None:
     from tokenskip.models import load_tokenizer
     from tokenskip.serve import ServerConfig, create_app
-    from tokenskip.serve.verb import run_app
+    from tokenskip.verbs.serve import run_app
 
     port, step = int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.02
     config = ServerConfig(served_model_name="test-model", shutdown_grace_s=20, batch_size=8)

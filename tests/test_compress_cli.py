@@ -10,9 +10,9 @@ import time
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tokenskip.compressors.compress import compress
 from tokenskip.compressors.testing import synthetic_cots
 from tokenskip.errors import UserError
+from tokenskip.verbs.compress import compress
 
 FIELDS = [
     "id",

@@ -99,7 +99,7 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory) -> Path:
     """The single-process run of the bundled sample (selfinfo on the embedded model)."""
-    from tokenskip.compressors.compress import compress
+    from tokenskip.verbs.compress import compress
 
     out = tmp_path_factory.mktemp("local")
     compress(str(SAMPLE_FILE), str(out), scorer="selfinfo", progress=False)
@@ -113,7 +113,7 @@ def _same_files(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_engine_ray_writes_the_single_process_files(ray_cluster, local_run, tmp_path):
-    from tokenskip.compressors.compress import compress
+    from tokenskip.verbs.compress import compress
 
     out = tmp_path / "ray"
     summary = compress(str(SAMPLE_FILE), str(out), engine="ray", ray_workers=2, batch_size=4, progress=False)
@@ -126,7 +126,7 @@ def test_engine_ray_writes_the_single_process_files(ray_cluster, local_run, tmp_
 
 @pytest.mark.slow
 def test_engine_ray_killed_mid_way_resumes_without_losing_or_doubling(ray_cluster, local_run, tmp_path):
-    from tokenskip.compressors.compress import compress
+    from tokenskip.verbs.compress import compress
 
     out = tmp_path / "ray"
     cmd = [sys.executable, "-m", "tokenskip.cli", "compress", "--input", str(SAMPLE_FILE), "--out", str(out),
@@ -156,7 +156,7 @@ def test_engine_ray_killed_mid_way_resumes_without_losing_or_doubling(ray_cluste
 def test_engine_ray_resume_scores_only_what_is_missing(ray_cluster, local_run, tmp_path):
     """A folder left as a kill leaves it: 5 rows in every ratio file, 2 more in the first ones, and a
     half-written last line: the resumed job scores the 11 rows that are not everywhere, and only those."""
-    from tokenskip.compressors.compress import compress
+    from tokenskip.verbs.compress import compress
 
     out = tmp_path / "ray"
     out.mkdir()
@@ -172,7 +172,7 @@ def test_engine_ray_resume_scores_only_what_is_missing(ray_cluster, local_run, t
 @pytest.mark.slow
 def test_engine_ray_keeps_think_tags_and_the_answer_like_the_local_engine(ray_cluster, tmp_path):
     """R1-style texts in another field: the Ray engine prunes only the thinking, as the local engine does."""
-    from tokenskip.compressors.compress import compress
+    from tokenskip.verbs.compress import compress
 
     rows = []
     for i, line in enumerate(SAMPLE_FILE.read_text(encoding="utf-8").splitlines()[:6]):

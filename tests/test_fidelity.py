@@ -148,7 +148,7 @@ def test_fidelity_end_to_end_on_embedded_model(tmp_path, embedded_model_dir):
 
 
 def test_cache_order_puts_prefix_sharing_cells_together():
-    from tokenskip.workflows.fidelity import cache_order
+    from tokenskip.verbs.fidelity import cache_order
 
     cells = [(FULL, 1.0), (NONE, 0.0), ("selfinfo", 0.9), ("truncation", 0.9), ("random", 0.5)]
     got = [c[0] for c in sorted([(n, r, None, None) for n, r in cells], key=cache_order)]

@@ -14,7 +14,7 @@ from test_training import write_fixture
 
 from tokenskip.data.prompts import get_preset
 from tokenskip.training.general import DEFAULT_GENERAL, GENERAL_SOURCES, load_general
-from tokenskip.training.sft import build_sft
+from tokenskip.verbs.build_sft import build_sft
 
 
 def _norm(text: str) -> str:

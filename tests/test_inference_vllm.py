@@ -136,8 +136,8 @@ def trained_adapter(tmp_path_factory) -> str:
     """A real `tokenskip train` adapter (all linear layers, rank 8): 4 steps on two compressed problems."""
     from test_training import PROBLEMS, write_fixture
 
-    from tokenskip.training.sft import build_sft
-    from tokenskip.training.train import train
+    from tokenskip.verbs.build_sft import build_sft
+    from tokenskip.verbs.train import train
 
     root = tmp_path_factory.mktemp("trained")
     original, comp = write_fixture(root / "in", ratios=(0.5,), problems=PROBLEMS[:2])

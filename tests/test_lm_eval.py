@@ -61,9 +61,10 @@ def test_samples_to_records_names_a_bad_line(tmp_path, capsys):
 def test_lm_eval_tokenskip_gsm8k_against_tokenskip_serve(tmp_path, monkeypatch):
     from lm_eval.__main__ import cli_evaluate
 
-    from tokenskip.eval.evaluate import evaluate, load_results
+    from tokenskip.eval.evaluate import load_results
     from tokenskip.inference import make_generator
     from tokenskip.serve import ServerConfig, create_app
+    from tokenskip.verbs.evaluate import evaluate
 
     data = tmp_path / "gsm8k.jsonl"
     sample = Path(__file__).resolve().parents[1] / "tokenskip" / "data" / "samples"

@@ -20,7 +20,7 @@ def _rows(path):
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
     """A run that is never killed: (its folder, its result)."""
-    from tokenskip.metareason.iterate import iterate
+    from tokenskip.verbs.metareason import iterate
 
     out = tmp_path_factory.mktemp("grpo") / "whole"
     return out, iterate(out=str(out), **KW)
@@ -46,7 +46,7 @@ def test_killed_grpo_run_resumes_from_its_last_step(whole, tmp_path, monkeypatch
     from safetensors.torch import load_file
 
     from tokenskip.metareason import grpo
-    from tokenskip.metareason.iterate import iterate
+    from tokenskip.verbs.metareason import iterate
 
     real = grpo.make_reward_func
     calls: list[int] = []
@@ -91,7 +91,7 @@ def test_killed_grpo_run_resumes_from_its_last_step(whole, tmp_path, monkeypatch
 
 def test_grpo_needs_two_samples(tmp_path):
     from tokenskip.errors import UserError
-    from tokenskip.metareason.iterate import iterate
+    from tokenskip.verbs.metareason import iterate
 
     with pytest.raises(UserError, match="samples >= 2"):
         iterate(out=str(tmp_path / "g"), dataset="sample", limit=1, algorithm="grpo", samples=1, device="cpu")

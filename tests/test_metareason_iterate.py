@@ -66,9 +66,9 @@ def test_one_round_on_eight_sample_questions(tmp_path):
 
 def test_killed_run_resumes_at_the_step_where_it_stopped(tmp_path, monkeypatch):
     import tokenskip.methods.base as base
-    import tokenskip.training.train as train_mod
-    from tokenskip.metareason import iterate as it
+    import tokenskip.verbs.train as train_mod
     from tokenskip.metareason.rollouts import RolloutMethod
+    from tokenskip.verbs import metareason as it
 
     out = tmp_path / "run"
     kw = dict(out=str(out), dataset="sample", limit=3, samples=2, max_new_tokens=12, direct_tokens=8,
@@ -107,7 +107,7 @@ def test_killed_run_resumes_at_the_step_where_it_stopped(tmp_path, monkeypatch):
     assert result["adapter"] == str(rnd / "adapter")
     monkeypatch.undo()
     # the trained adapter is the `ram` method
-    from tokenskip.workflows.generate import infer
+    from tokenskip.verbs.generate import infer
 
     res = infer(method="ram", adapter=str(rnd / "adapter"), input="sample", limit=2, out=str(tmp_path / "ram.jsonl"),
                 max_new_tokens=8, device="cpu")  # fmt: skip

@@ -5,7 +5,6 @@ import pytest
 from tokenskip.data.datasets import Record
 from tokenskip.data.prompts import get_preset
 from tokenskip.errors import UserError
-from tokenskip.metareason.iterate import write_sft
 from tokenskip.metareason.rollouts import (
     direct_items,
     direct_prefix,
@@ -14,6 +13,7 @@ from tokenskip.metareason.rollouts import (
     training_output,
 )
 from tokenskip.methods import get_method, known_specs
+from tokenskip.verbs.metareason import write_sft
 
 
 def test_ram_is_a_registered_adapter_method():

@@ -35,7 +35,7 @@ def _hf_outputs(prompts: list[str], adapter: str | None) -> list[str]:
 def test_two_rounds_on_one_vllm_engine_with_each_new_adapter(tmp_path, monkeypatch):
     import tokenskip.methods.base as base
     from tokenskip.inference import hf, vllm_backend
-    from tokenskip.metareason.iterate import iterate
+    from tokenskip.verbs.metareason import iterate
 
     monkeypatch.setattr(base, "grade", lambda text, ref, task="gsm8k": (ref, True))  # every rollout correct
     starts: list[dict] = []

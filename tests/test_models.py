@@ -106,3 +106,22 @@ def test_load_model_generates_with_chat_template(embedded_model_dir):
     with torch.no_grad():
         logits = model(**ids).logits
     assert logits.shape[-1] == model.config.vocab_size and torch.isfinite(logits).all()
+
+
+def test_auto_dtype_follows_the_machine(monkeypatch):
+    """--dtype auto: bf16 on a CPU with AMX, fp32 on one without; TOKENSKIP_CPU_DTYPE decides when set."""
+    import tokenskip.models as m
+
+    monkeypatch.delenv(m.CPU_DTYPE_ENV, raising=False)
+    monkeypatch.setattr(m, "cpu_has_amx", lambda: True)
+    assert m.auto_dtype("cpu") == "bfloat16" and m.dtype_name("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(m, "cpu_has_amx", lambda: False)
+    assert m.auto_dtype("cpu") == "float32"
+    assert m.dtype_name("bf16", "cpu") == "bfloat16" and m.dtype_name("fp32", "cpu") == "float32"
+    monkeypatch.setenv(m.CPU_DTYPE_ENV, "bfloat16")
+    assert m.auto_dtype("cpu") == "bfloat16"
+    monkeypatch.setenv(m.CPU_DTYPE_ENV, "int8")
+    with pytest.raises(UserError, match="TOKENSKIP_CPU_DTYPE"):
+        m.auto_dtype("cpu")
+    with pytest.raises(UserError, match="unknown --dtype"):
+        m.dtype_name("float8", "cpu")

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, run_cli
 
 from tokenskip.data.jsonl import read_jsonl
-from tokenskip.workflows.recipes import RECIPES, get_recipe
+from tokenskip.verbs.recipes import RECIPES, get_recipe
 
 pytestmark = pytest.mark.slow
 SAMPLE = REPO / "tokenskip" / "data" / "samples" / "grade_school.jsonl"

@@ -165,7 +165,7 @@ def test_records_carry_the_run_settings(runs):
 
 
 def test_metareason_rerun_with_another_setting_is_refused(tmp_path, fake, monkeypatch, capsys):
-    from tokenskip.metareason import iterate as it
+    from tokenskip.verbs import metareason as it
 
     class Stop(Exception):
         pass
@@ -244,7 +244,7 @@ def test_committed_fidelity_run_resumes(tmp_path):
     from tokenskip.data.resume import check_records, check_run_file
     from tokenskip.errors import UserError
     from tokenskip.session import Session
-    from tokenskip.workflows.fidelity import RESUME_KEYS, ForcedAnswer
+    from tokenskip.verbs.fidelity import RESUME_KEYS, ForcedAnswer
 
     out = tmp_path / "fid"
     shutil.copytree(FIDELITY / "compressed" / "selfinfo", out / "compressed" / "selfinfo",

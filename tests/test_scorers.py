@@ -8,10 +8,10 @@ import pytest
 
 from tests.conftest import run_cli
 from tokenskip.compressors import SCORERS, Scorer, ScorerOptions, make_scorer, prune, scorer_class
-from tokenskip.compressors.compress import compress
 from tokenskip.compressors.registry import parse_spec
 from tokenskip.compressors.testing import synthetic_cots
 from tokenskip.errors import UserError
+from tokenskip.verbs.compress import compress
 
 
 def test_every_registered_scorer_is_a_scorer_of_its_name():

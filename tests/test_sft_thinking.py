@@ -10,7 +10,8 @@ import pytest
 from test_training import compress_words
 
 from tokenskip.data.prompts import get_preset, split_answer
-from tokenskip.training.sft import build_sft, thinking_target
+from tokenskip.training.sft import thinking_target
+from tokenskip.verbs.build_sft import build_sft
 
 ANSWERS = [
     "\n\nThe total is **42**.\n\n$\\boxed{42}$",

@@ -15,7 +15,7 @@ from tokenskip.inference.tale_budget import get_template
 from tokenskip.methods import tale_ep
 from tokenskip.training import runs
 from tokenskip.training.tale_pt import ADAPTER_INFO, dpo_pairs, read_traces, sft_examples
-from tokenskip.workflows import tale, tale_search
+from tokenskip.verbs import tale, tale_search
 
 
 class WordTokenizer:

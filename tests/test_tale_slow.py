@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from tokenskip.training import tale_pt
-from tokenskip.workflows import tale, tale_search
+from tokenskip.verbs import tale, tale_pt, tale_search
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from test_training import write_fixture
 from tokenskip.data.prompts import get_preset
 from tokenskip.errors import UserError
 from tokenskip.training.general import general_example, load_general
-from tokenskip.training.sft import Example, build_mixture, build_sft, resolve_sft_preset
+from tokenskip.training.sft import Example, build_mixture, resolve_sft_preset
 from tokenskip.training.tell import (
     DEFAULT_ANCHOR,
     general_count,
@@ -23,6 +23,7 @@ from tokenskip.training.tell import (
     pick_general,
     resolve_anchor,
 )
+from tokenskip.verbs.build_sft import build_sft
 
 SAMPLE = Path(__file__).resolve().parents[1] / "tokenskip" / "data" / "samples" / "grade_school.jsonl"
 

@@ -10,14 +10,15 @@ import pytest
 
 from tests.conftest import run_cli
 from tokenskip.compressors.blocks import run_shard
-from tokenskip.compressors.compress import compress, count_tokens
+from tokenskip.compressors.compress import count_tokens
 from tokenskip.compressors.outputs import merge_parts
 from tokenskip.compressors.testing import long_cot
 from tokenskip.compressors.thinking import DEFAULT_TAGS, ReadSpec, ThinkTags, resolve_think_tags, split_think
 from tokenskip.data.generations import check_pick, pick_generations
 from tokenskip.data.prompts import get_preset
 from tokenskip.errors import UserError
-from tokenskip.training.sft import build_sft
+from tokenskip.verbs.build_sft import build_sft
+from tokenskip.verbs.compress import compress
 
 ANSWERS = [
     "\n\nThe final answer is: $\\boxed{72}$",
@@ -335,7 +336,7 @@ def test_fidelity_cuts_thinking_records_to_their_thinking():
     from tokenskip.data.datasets import Record
     from tokenskip.eval.fidelity import select_records
     from tokenskip.methods import Context
-    from tokenskip.workflows.fidelity import ForcedAnswer
+    from tokenskip.verbs.fidelity import ForcedAnswer
 
     got = select_records(THINK_ROWS, tags=DEFAULT_TAGS)
     assert [(r["id"], r["cot"], r.get("thinking")) for r in got] == [

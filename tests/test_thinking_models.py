@@ -111,7 +111,7 @@ def test_vllm_gives_the_same_greedy_budget_forcing(vllm_engine, hf, hf_rows):
 
 
 def test_compress_prunes_only_the_thinking(tmp_path, model_dir, hf_rows):
-    from tokenskip.compressors.compress import compress
+    from tokenskip.verbs.compress import compress
 
     src = tmp_path / "thinking.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in hf_rows))

@@ -17,7 +17,6 @@ from tokenskip.training.runs import last_complete_checkpoint, lora_config, prepa
 from tokenskip.training.sft import (
     Example,
     build_mixture,
-    build_sft,
     draw_ratios,
     read_compressed_dir,
     resolve_sft_preset,
@@ -33,6 +32,7 @@ from tokenskip.training.train import (
     prompt_of,
     split_eval,
 )
+from tokenskip.verbs.build_sft import build_sft
 
 # Short problems so that training tests stay cheap (prompt + completion < 100 tokens).
 PROBLEMS = [
@@ -339,7 +339,7 @@ def test_trim_log_drops_steps_after_checkpoint_and_partial_line(tmp_path):
 
 
 def test_train_rejects_bad_options_before_loading_the_model(tmp_path):
-    from tokenskip.training.train import train
+    from tokenskip.verbs.train import train
 
     original, comp = write_fixture(tmp_path / "in", ratios=(0.5,))
     build_sft(str(original), str(comp), str(tmp_path / "sft"), preset="tokenskip")

@@ -15,7 +15,7 @@ import pytest
 from test_training import PROBLEMS, write_fixture
 
 from tokenskip.data.prompts import format_prompt
-from tokenskip.training.sft import build_sft
+from tokenskip.verbs.build_sft import build_sft
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +50,8 @@ def test_lora_run_lowers_loss_and_adapter_reloads_identically(tiny_sft_dir, tmp_
 
     from tokenskip.inference.hf import load_adapter
     from tokenskip.models import load_model
-    from tokenskip.training.merge import merge
-    from tokenskip.training.train import train
+    from tokenskip.verbs.merge import merge
+    from tokenskip.verbs.train import train
 
     out = tmp_path / "adapter"
     result = train(

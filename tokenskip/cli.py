@@ -1,4 +1,5 @@
-"""``tokenskip <verb>``: every verb is a typed workflow function; its signature and docstring are the CLI.
+"""``tokenskip <verb>``: every verb is a typed function in :mod:`tokenskip.verbs`; its signature and docstring
+are the CLI.
 
 Options come from the command line or from a YAML/JSON file (``--config FILE``; ``--print_config``
 shows one to start from). Errors the user can fix end in one line on stderr and exit status 2.
@@ -15,30 +16,30 @@ from typing import Any
 
 # verb -> "module:function" (nested dicts are verb groups, e.g. `tokenskip tale run`)
 COMMANDS: dict[str, Any] = {
-    "models": "tokenskip.models:models",
-    "pipeline": "tokenskip.workflows.pipeline:pipeline",
-    "generate": "tokenskip.workflows.generate:generate",
-    "filter": "tokenskip.data.filter:filter_records",
-    "eval": "tokenskip.eval.evaluate:evaluate",
-    "compress": "tokenskip.compressors.compress:compress",
-    "bench": "tokenskip.eval.bench:bench",
-    "report": "tokenskip.eval.report:report",
-    "fidelity": "tokenskip.workflows.fidelity:fidelity",
-    "infer": "tokenskip.workflows.generate:infer",
-    "serve": "tokenskip.serve.verb:serve",
-    "build-sft": "tokenskip.training.sft:build_sft",
-    "train": "tokenskip.training.train:train",
-    "merge": "tokenskip.training.merge:merge",
+    "models": "tokenskip.verbs.models:models",
+    "pipeline": "tokenskip.verbs.pipeline:pipeline",
+    "generate": "tokenskip.verbs.generate:generate",
+    "filter": "tokenskip.verbs.filter:filter_records",
+    "eval": "tokenskip.verbs.evaluate:evaluate",
+    "compress": "tokenskip.verbs.compress:compress",
+    "bench": "tokenskip.verbs.bench:bench",
+    "report": "tokenskip.verbs.report:report",
+    "fidelity": "tokenskip.verbs.fidelity:fidelity",
+    "infer": "tokenskip.verbs.generate:infer",
+    "serve": "tokenskip.verbs.serve:serve",
+    "build-sft": "tokenskip.verbs.build_sft:build_sft",
+    "train": "tokenskip.verbs.train:train",
+    "merge": "tokenskip.verbs.merge:merge",
     "tale": {
-        "estimate": "tokenskip.workflows.tale:estimate",
-        "run": "tokenskip.workflows.tale:run",
-        "search": "tokenskip.workflows.tale_search:search",
-        "train-sft": "tokenskip.training.tale_pt:train_sft",
-        "train-dpo": "tokenskip.training.tale_pt:train_dpo",
+        "estimate": "tokenskip.verbs.tale:estimate",
+        "run": "tokenskip.verbs.tale:run",
+        "search": "tokenskip.verbs.tale_search:search",
+        "train-sft": "tokenskip.verbs.tale_pt:train_sft",
+        "train-dpo": "tokenskip.verbs.tale_pt:train_dpo",
     },
     "metareason": {
-        "score": "tokenskip.metareason.score:score",
-        "iterate": "tokenskip.metareason.iterate:iterate",
+        "score": "tokenskip.verbs.metareason:score",
+        "iterate": "tokenskip.verbs.metareason:iterate",
     },
 }
 

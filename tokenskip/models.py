@@ -337,20 +337,3 @@ def list_models() -> list[dict[str, Any]]:
                     {"alias": "", "cached": True, "path": str(folder), "description": "converted GGUF"}
                 )
     return rows
-
-
-def models(json_output: bool = False) -> list[dict[str, Any]]:
-    """List embedded model aliases and what is already converted in the cache.
-
-    Args:
-        json_output: print JSON instead of a table.
-    """
-    rows = list_models()
-    if json_output:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"cache: {cache_dir()}")
-        for r in rows:
-            state = "cached" if r["cached"] else "not converted yet"
-            print(f"  {r['alias'] or '-':<22} {state:<18} {r['description']}")
-    return rows

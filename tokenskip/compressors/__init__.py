@@ -4,7 +4,8 @@
   ``truncation``, ``length``, ...), registered by name in :data:`SCORERS`; :func:`make_scorer` builds one.
 * :func:`prune` -- the pure function ``(scored words, γ) -> compressed text``; :func:`calibrate` prunes
   many texts to many ratios against the target tokenizer's real counts.
-* ``tokenskip compress`` (:func:`tokenskip.compressors.compress.compress`) -- the dataset workflow.
+* ``tokenskip compress`` (:func:`tokenskip.verbs.compress.compress`) -- the dataset verb; it builds on
+  :mod:`~tokenskip.compressors.compress` (ratios, scorers by name), blocks, rows and the ratio files.
 """
 
 from tokenskip.compressors.base import Scorer, ScorerOptions

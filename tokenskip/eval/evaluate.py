@@ -1,16 +1,15 @@
-"""``tokenskip eval FILE...``: accuracy (95% Wilson interval), mean CoT tokens and latency of result files,
-as a table + JSON."""
+"""Reading result files back (graded again where asked or needed), for ``tokenskip eval``, ``filter`` and
+``fidelity``."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from tokenskip.data.inputs import locate, read_rows, reject, require_fields
-from tokenskip.data.jsonl import BadLineStats, write_json_atomic
+from tokenskip.data.jsonl import BadLineStats
 from tokenskip.errors import UserError
-from tokenskip.eval.metrics import markdown_table, summarize
 from tokenskip.grading import grade
 
 
@@ -51,35 +50,3 @@ def report_skipped(path: str | Path, stats: BadLineStats) -> None:
             f"tokenskip: skipped {len(stats)} malformed rows of {path}, first: {stats.skipped[0]}",
             file=sys.stderr,
         )
-
-
-def evaluate(
-    files: list[str],
-    out: str | None = None,
-    regrade: bool = False,
-    on_error: Literal["raise", "skip"] = "raise",
-) -> dict[str, Any]:
-    """Summarise result files: accuracy with its 95% Wilson interval, mean CoT tokens, mean output tokens,
-    mean latency, n.
-
-    Args:
-        files: one or more result files (from generate, infer or bench): .jsonl, .json or .parquet.
-        out: JSON file for the metrics (default: <first file>.metrics.json).
-        regrade: grade every record's output again instead of trusting its 'correct' field.
-        on_error: a malformed row is fatal (raise) or skipped and counted (skip).
-    """
-    if not files:
-        raise UserError("give at least one result file")
-    metrics: dict[str, dict[str, Any]] = {}
-    for f in files:
-        name = str(f) if str(f) not in metrics else f"{f} ({len(metrics)})"
-        stats = BadLineStats()
-        metrics[name] = summarize(load_results(f, regrade=regrade, on_error=on_error, stats=stats))
-        report_skipped(f, stats)
-        if len(stats):
-            metrics[name]["malformed_skipped"] = len(stats)
-    print(markdown_table(metrics))
-    target = Path(out) if out else Path(files[0]).with_suffix(".metrics.json")
-    write_json_atomic(target, metrics if len(metrics) > 1 else next(iter(metrics.values())))
-    print(f"metrics -> {target}")
-    return metrics

@@ -2,7 +2,7 @@
 
 The question fidelity answers: after a scorer prunes a CoT the reader model wrote (and got right) down to
 γ of its tokens, can the same reader still read the answer off it? The workflow
-(:mod:`tokenskip.workflows.fidelity`) feeds the reader ``question + compressed CoT + answer cue`` and grades
+(:mod:`tokenskip.verbs.fidelity`) feeds the reader ``question + compressed CoT + answer cue`` and grades
 the few tokens it writes; this module picks the CoTs, strips the stated answer from them, and turns the
 graded rows into one summary row per scorer and γ (accuracy with its 95% Wilson interval, achieved ratio).
 

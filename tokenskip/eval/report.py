@@ -185,15 +185,3 @@ def _plots(runs: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], 
     fig.tight_layout()
     fig.savefig(out / "ratio_adherence.png", dpi=120)
     plt.close(fig)
-
-
-def report(dirs: list[str], out: str | None = None) -> list[dict[str, Any]]:
-    """Re-render tables (markdown, CSV, JSON) and plots from one or more `tokenskip bench` folders.
-
-    Args:
-        dirs: bench output folders; several are put in one table and one pair of figures.
-        out: where to write (default: the first folder).
-    """
-    if not dirs:
-        raise UserError("give at least one bench folder")
-    return render([Path(d) for d in dirs], Path(out) if out else Path(dirs[0]))

@@ -1,4 +1,4 @@
-"""Generator interface and backends (``hf``; ``vllm`` when installed), plus generation workflows."""
+"""Generator interface and backends (``hf``; ``vllm`` when installed), the resumable runner, TALE's budget logic."""
 
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
 

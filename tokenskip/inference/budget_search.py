@@ -2,7 +2,7 @@
 
 For each question TALE halves a token budget while the model's answer stays feasible (``correct``: still right;
 ``elasticity``: right and the tokens still fall), and keeps the last feasible budget as that question's optimal
-budget. :mod:`tokenskip.workflows.tale_search` runs it on a model; everything here is free of models and files.
+budget. :mod:`tokenskip.verbs.tale_search` runs it on a model; everything here is free of models and files.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ the correct rollouts whose reward is at least the question's mean and fine-tunes
 
 * :mod:`~tokenskip.metareason.reward`: the arithmetic and the selection (pure, no model);
 * :mod:`~tokenskip.metareason.likelihood`: ``log p(y*|x,z)`` from one batched forward pass;
-* :mod:`~tokenskip.metareason.score`: ``tokenskip metareason score`` over a generated JSONL;
-* :mod:`~tokenskip.metareason.iterate`: ``tokenskip metareason iterate`` (expert iteration, resumable);
+* :mod:`~tokenskip.metareason.score`: the scorer behind ``tokenskip metareason score`` and each round's rewards;
+* :mod:`~tokenskip.metareason.rollouts`: one round's generations as methods;
+* ``tokenskip metareason iterate|score`` (expert iteration, resumable): :mod:`tokenskip.verbs.metareason`;
 * :mod:`~tokenskip.metareason.grpo`: the same reward as an online RL objective (trl ``GRPOTrainer``).
 """

@@ -1,4 +1,5 @@
-"""``tokenskip metareason score``: RaM's reward for every record of a generated JSONL, on any model.
+"""RaM's reward for every record of a generated JSONL, on any model (the verb ``tokenskip metareason score``:
+:mod:`tokenskip.verbs.metareason`).
 
 Each record (``tokenskip generate``/``infer``/``bench`` output, or a ``metareason iterate`` rollout) needs
 ``id``, ``answer`` (the gold answer) and ``prompt`` (else ``question``, and the prompt is rebuilt with the
@@ -10,14 +11,13 @@ answer's once per prompt. Output is resumable like every other verb.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from tokenskip.data.prompts import PromptPreset, format_prompt, split_answer
 from tokenskip.errors import UserError
 from tokenskip.metareason.likelihood import answer_context, answer_logprobs
-from tokenskip.metareason.reward import CostKind, RewardConfig, reward
+from tokenskip.metareason.reward import RewardConfig, reward
 
 
 class Scorer:
@@ -120,63 +120,3 @@ def open_scorer(
     if adapter:
         m = load_adapter(m, adapter)
     return Scorer(m, tok, resolve_preset(preset, adapter, model), cfg, batch_size)
-
-
-def score(
-    input: str,
-    out: str,
-    model: str = "smollm2-135m",
-    adapter: str | None = None,
-    preset: str | None = None,
-    cost: float = 0.1,
-    cost_kind: CostKind = "log",
-    batch_size: int = 8,
-    dtype: str = "auto",
-    device: str = "auto",
-) -> dict[str, Any]:
-    """Score every record of a generated JSONL with RaM's reward (utility − cost), resumable.
-
-    Args:
-        input: records with id, answer, prompt (or question) and cot (or output), e.g. `tokenskip generate`
-            output: .jsonl, .json or .parquet (.jsonl.gz / .json.gz too).
-        out: output JSONL: the input records plus logp_thought, logp_direct, thought_tokens, utility, cost,
-            reward (and the scoring settings). Re-running resumes.
-        model: the model whose likelihoods price the thoughts (alias, hub id or folder).
-        adapter: optional peft adapter on top of --model (e.g. a `metareason iterate` round's adapter).
-        preset: prompt preset for records without a prompt, and for the answer cue; default: the adapter's.
-        cost: c, the price of thinking (0 = no length penalty).
-        cost_kind: log (c·log(1+|z|), the paper's) or linear (c·|z|).
-        batch_size: sequences per forward pass.
-        dtype: auto (bf16 on a GPU or an AMX CPU, else fp32), float32, bfloat16, float16.
-        device: auto, cpu, cuda, cuda:N.
-    """
-    from tokenskip.inference.runner import run_records
-
-    cfg = RewardConfig(cost=cost, cost_kind=cost_kind)
-    if batch_size < 1:
-        raise UserError(f"--batch_size must be >= 1, got {batch_size}")
-    rows = read_scorable(input)
-    scorers: list[Scorer] = []
-
-    def step(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not scorers:
-            scorers.append(open_scorer(model, adapter, preset, cfg, batch_size, dtype, device))
-        return scorers[0].score(batch)
-
-    settings = {"score_model": model, "score_adapter": adapter, "cost_c": cost, "cost_kind": cost_kind}
-    t0 = time.perf_counter()
-    result = run_records(rows, step, out, batch_size, settings, key=lambda r: str(r["id"]), desc="score")
-    done = result.rows
-    mean = (
-        {
-            k: round(sum(r[k] for r in done) / len(done), 4)
-            for k in ("utility", "cost", "reward", "thought_tokens")
-        }
-        if done
-        else {}
-    )
-    print(
-        f"tokenskip: scored {result.generated} records ({result.skipped} already done) -> {out} "
-        f"({time.perf_counter() - t0:.1f}s){'; mean ' + str(mean) if mean else ''}"
-    )
-    return {**result.counts(), **mean}

@@ -5,7 +5,7 @@ engine, with tokenskip's request fields (``compression_ratio``, ``token_budget``
 Modules: :mod:`~tokenskip.serve.protocol` (pydantic wire types), :mod:`~tokenskip.serve.worker` (hf batching
 worker), :mod:`~tokenskip.serve.engines` / :mod:`~tokenskip.serve.vllm_engine` (what generates),
 :mod:`~tokenskip.serve.choices` (a request's method and prompt), :mod:`~tokenskip.serve.routes` (endpoints),
-:mod:`~tokenskip.serve.app` (the application), :mod:`~tokenskip.serve.verb` (the CLI verb).
+:mod:`~tokenskip.serve.app` (the application); the verb is :mod:`tokenskip.verbs.serve`.
 """
 
 from tokenskip.serve.app import create_app

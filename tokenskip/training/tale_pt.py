@@ -1,4 +1,5 @@
-"""``tokenskip tale train-sft|train-dpo``: TALE-PT, token-budget awareness internalized by LoRA training.
+"""TALE-PT, token-budget awareness internalized by LoRA training (the verbs ``tokenskip tale train-sft|train-dpo``:
+:mod:`tokenskip.verbs.tale_pt`).
 
 TALE-PT (arXiv 2412.18547, section 4.2) trains on the traces of ``tokenskip tale search``:
 
@@ -22,15 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tokenskip.args import LoRAArgs, OptimArgs, RunArgs, flat_options
+from tokenskip.args import LoRAArgs, OptimArgs, RunArgs
 from tokenskip.data.inputs import locate, read_rows
 from tokenskip.errors import UserError
 from tokenskip.inference.tale_budget import TaleTemplate, get_template
-from tokenskip.models import DEFAULT_MODEL
 from tokenskip.training.lora_run import Setup, run_lora, settings_of
 
 ADAPTER_INFO = "tale_adapter.json"
@@ -182,51 +182,4 @@ def _train(
                     info_name=ADAPTER_INFO, data=build_data, trainer=build_trainer, meta=describe)  # fmt: skip
     return TalePTResult(
         done.out, done.global_step, done.train_loss, done.resumed_from, len(data), model=done.model
-    )
-
-
-@flat_options(lora=TALE_LORA, optim=TALE_OPTIM, run=RunArgs())
-def train_sft(
-    traces: str, out: str, lora: LoRAArgs, optim: OptimArgs, run: RunArgs, model: str = DEFAULT_MODEL,
-    template: str = "tale",
-) -> TalePTResult:  # fmt: skip
-    """TALE-PT-SFT: LoRA SFT on the answers under each question's searched optimal budget (trl SFTTrainer).
-
-    Writes into OUT: adapter_model.safetensors + adapter_config.json (peft), tale_adapter.json (base
-    model, prompt, config, losses; written last), train_log.jsonl and, while running, checkpoints/.
-    Re-running after an interruption resumes from the last complete checkpoint.
-
-    Args:
-        traces: output folder (or traces.jsonl) of `tokenskip tale search`.
-        out: output folder for the adapter.
-        model: base model (alias, Hugging Face id or local folder); the one the search ran with.
-        template: TALE prompt template (tale or tale-boxed); the plain prompt, without a budget, is trained.
-    """
-    return _train("sft", traces, out, lora, optim, run, model, template)
-
-
-@flat_options(
-    lora=TALE_LORA, optim=replace(TALE_OPTIM, learning_rate=3e-5, weight_decay=0.001), run=RunArgs()
-)
-def train_dpo(
-    traces: str, out: str, lora: LoRAArgs, optim: OptimArgs, run: RunArgs, model: str = DEFAULT_MODEL,
-    template: str = "tale", beta: float = 0.5, max_grad_norm: float = 5.0,
-) -> TalePTResult:  # fmt: skip
-    """TALE-PT-DPO: LoRA DPO, chosen = answer under the searched optimal budget, rejected = vanilla CoT.
-
-    Only questions whose optimal budget is below the vanilla length make a pair. The reference model is
-    the base model (adapter disabled). Outputs and resume behaviour as `tokenskip tale train-sft`.
-
-    Args:
-        traces: output folder (or traces.jsonl) of `tokenskip tale search`.
-        out: output folder for the adapter.
-        model: base model (alias, Hugging Face id or local folder); the one the search ran with.
-        template: TALE prompt template (tale or tale-boxed); the plain prompt, without a budget, is trained.
-        beta: DPO β (TALE: 0.5); higher keeps the policy closer to the base model.
-        max_grad_norm: gradient clipping (TALE: 5.0).
-    """
-    if beta <= 0:
-        raise UserError(f"--beta must be > 0, got {beta}")
-    return _train(
-        "dpo", traces, out, lora, optim, run, model, template, beta=beta, max_grad_norm=max_grad_norm
     )

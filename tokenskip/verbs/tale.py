@@ -7,7 +7,7 @@
 
 Both run as methods through one :class:`~tokenskip.session.Session` (resumable; a re-run with another
 model, budget, estimator, template, dtype ... into the same ``--out`` is refused). ``tale search`` (the budget search behind TALE-PT) is in
-:mod:`tokenskip.workflows.tale_search`; the method itself in :mod:`tokenskip.methods.tale_ep`.
+:mod:`tokenskip.verbs.tale_search`; the method itself in :mod:`tokenskip.methods.tale_ep`.
 """
 
 from __future__ import annotations

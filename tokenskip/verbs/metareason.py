@@ -1,4 +1,5 @@
-"""``tokenskip metareason iterate``: RaM's expert iteration, every step written and resumable.
+"""``tokenskip metareason iterate``: RaM's expert iteration, every step written and resumable; and ``tokenskip
+metareason score``: RaM's reward for every record of a generated JSONL (:mod:`tokenskip.metareason.score`).
 
 Round r (folder ``OUT/round-r``), generating with the previous round's adapter (round 1: ``--adapter``, or
 the base model):
@@ -10,7 +11,7 @@ the base model):
    ``reward`` from the generating model (one batched forward pass per batch);
 5. ``kept.jsonl`` + ``sft/``: :func:`~tokenskip.metareason.reward.select` (drop questions with no correct
    rollout, keep correct rollouts with reward >= the question's mean), as a build-sft folder;
-6. ``adapter/``: a LoRA adapter trained on ``sft/`` by :func:`tokenskip.training.train.train` (from the base
+6. ``adapter/``: a LoRA adapter trained on ``sft/`` by :func:`tokenskip.verbs.train.train` (from the base
    model, STaR's restart; the data come from the latest model); resumes from its checkpoints;
 7. ``eval.jsonl`` (with ``--eval_dataset``): the new adapter, greedy, as the ``ram`` method;
 8. ``summary.json``, written last: the round's figures (a round with it is done).
@@ -44,6 +45,7 @@ from tokenskip.metareason.rollouts import (
     sample_items,
     training_output,
 )
+from tokenskip.metareason.score import Scorer, open_scorer, read_scorable
 from tokenskip.session import Session
 
 Algorithm = Literal["expert-iteration", "grpo"]
@@ -272,7 +274,7 @@ def _expert_round(
     write_sft(rnd.path("sft"), kept, session.preset, model.model)
     # 6. the adapter (resumes from its checkpoints; tokenskip_adapter.json marks it finished)
     if not (rnd.new_adapter / ADAPTER_DONE).exists():
-        from tokenskip.training.train import train
+        from tokenskip.verbs.train import train
 
         train(
             data=str(rnd.path("sft")), out=str(rnd.new_adapter), model=model.model, lora_rank=lora.lora_rank,
@@ -287,8 +289,6 @@ def _expert_round(
 def _scorer(session: Session, adapter: str | None, cfg: RewardConfig, batch_size: int) -> Any:
     """A :class:`~tokenskip.metareason.score.Scorer` for ``adapter``: the open hf generator's own weights when
     it runs that adapter, else the model loaded for scoring (after the generator's memory is released)."""
-    from tokenskip.metareason.score import Scorer, open_scorer
-
     gen = session.gen
     if gen is not None and not session.vllm and session.loaded == (adapter or None):
         return Scorer(gen.model, gen.tokenizer, session.preset, cfg, batch_size)  # type: ignore[attr-defined]
@@ -338,3 +338,63 @@ def _round0(
         ev = _evaluate(d / "eval.jsonl", session, session.model.adapter, records, cfg, score_batch_size)
         write_json_atomic(d / "summary.json", {"round": 0, "eval": ev})
     return json.loads((d / "summary.json").read_text(encoding="utf-8"))
+
+
+def score(
+    input: str,
+    out: str,
+    model: str = "smollm2-135m",
+    adapter: str | None = None,
+    preset: str | None = None,
+    cost: float = 0.1,
+    cost_kind: CostKind = "log",
+    batch_size: int = 8,
+    dtype: str = "auto",
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Score every record of a generated JSONL with RaM's reward (utility − cost), resumable.
+
+    Args:
+        input: records with id, answer, prompt (or question) and cot (or output), e.g. `tokenskip generate`
+            output: .jsonl, .json or .parquet (.jsonl.gz / .json.gz too).
+        out: output JSONL: the input records plus logp_thought, logp_direct, thought_tokens, utility, cost,
+            reward (and the scoring settings). Re-running resumes.
+        model: the model whose likelihoods price the thoughts (alias, hub id or folder).
+        adapter: optional peft adapter on top of --model (e.g. a `metareason iterate` round's adapter).
+        preset: prompt preset for records without a prompt, and for the answer cue; default: the adapter's.
+        cost: c, the price of thinking (0 = no length penalty).
+        cost_kind: log (c·log(1+|z|), the paper's) or linear (c·|z|).
+        batch_size: sequences per forward pass.
+        dtype: auto (bf16 on a GPU or an AMX CPU, else fp32), float32, bfloat16, float16.
+        device: auto, cpu, cuda, cuda:N.
+    """
+    from tokenskip.inference.runner import run_records
+
+    cfg = RewardConfig(cost=cost, cost_kind=cost_kind)
+    if batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {batch_size}")
+    rows = read_scorable(input)
+    scorers: list[Scorer] = []
+
+    def step(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not scorers:
+            scorers.append(open_scorer(model, adapter, preset, cfg, batch_size, dtype, device))
+        return scorers[0].score(batch)
+
+    settings = {"score_model": model, "score_adapter": adapter, "cost_c": cost, "cost_kind": cost_kind}
+    t0 = time.perf_counter()
+    result = run_records(rows, step, out, batch_size, settings, key=lambda r: str(r["id"]), desc="score")
+    done = result.rows
+    mean = (
+        {
+            k: round(sum(r[k] for r in done) / len(done), 4)
+            for k in ("utility", "cost", "reward", "thought_tokens")
+        }
+        if done
+        else {}
+    )
+    print(
+        f"tokenskip: scored {result.generated} records ({result.skipped} already done) -> {out} "
+        f"({time.perf_counter() - t0:.1f}s){'; mean ' + str(mean) if mean else ''}"
+    )
+    return {**result.counts(), **mean}

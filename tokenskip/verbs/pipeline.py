@@ -3,7 +3,7 @@
 generate -> filter -> compress (several γ) -> build-sft -> LoRA train -> infer at a few γ (``quickstart``) or
 ``bench`` on a test set (``tokenskip-gsm8k``), each stage reading the previous stage's files under ``--out``
 (every stage is a call of the verb of the same name). ``--recipe`` names the settings of every stage
-(:mod:`tokenskip.workflows.recipes`); each option below overrides the recipe's value of the same name.
+(:mod:`tokenskip.verbs.recipes`); each option below overrides the recipe's value of the same name.
 
 Resuming: ``OUT/pipeline.json`` records the recipe's resolved settings and, per stage, whether it finished and
 its wall time summed over runs. Re-running the same command skips finished stages and continues the stage it
@@ -25,7 +25,7 @@ from tokenskip.data.jsonl import write_json_atomic
 from tokenskip.data.prompts import check_ratio, format_ratio
 from tokenskip.data.resume import check_same_settings
 from tokenskip.errors import UserError
-from tokenskip.workflows.recipes import Recipe, get_recipe
+from tokenskip.verbs.recipes import Recipe, get_recipe
 
 STATE = "pipeline.json"
 CAVEAT = (
@@ -178,13 +178,13 @@ def _open_state(run: Path, recipe: str, cfg: Recipe) -> dict[str, Any]:
 
 
 def _generate(**kwargs: Any) -> Any:
-    from tokenskip.workflows.generate import generate
+    from tokenskip.verbs.generate import generate
 
     return generate(**kwargs)
 
 
 def _filter(input: Path, out: Path, cfg: Recipe) -> dict[str, int]:
-    from tokenskip.data.filter import filter_records
+    from tokenskip.verbs.filter import filter_records
 
     if cfg.keep_incorrect:
         print("tokenskip: --keep_incorrect true: CoTs with a wrong answer are kept too (TokenSkip keeps only "
@@ -201,19 +201,19 @@ def _filter(input: Path, out: Path, cfg: Recipe) -> dict[str, int]:
 
 
 def _compress(**kwargs: Any) -> Any:
-    from tokenskip.compressors.compress import compress
+    from tokenskip.verbs.compress import compress
 
     return compress(**kwargs)
 
 
 def _build_sft(**kwargs: Any) -> Any:
-    from tokenskip.training.sft import build_sft
+    from tokenskip.verbs.build_sft import build_sft
 
     return build_sft(**kwargs)
 
 
 def _train(data: str, out: str, cfg: Recipe) -> Any:
-    from tokenskip.training.train import train
+    from tokenskip.verbs.train import train
 
     if (Path(out) / ADAPTER_INFO).exists():
         print(f"tokenskip: {out} already holds the finished adapter: skipped")
@@ -226,13 +226,13 @@ def _train(data: str, out: str, cfg: Recipe) -> Any:
 
 
 def _infer(**kwargs: Any) -> Any:
-    from tokenskip.workflows.generate import infer
+    from tokenskip.verbs.generate import infer
 
     return infer(**kwargs)
 
 
 def _bench(out: str, adapter: str, cfg: Recipe, **gen: Any) -> Any:
-    from tokenskip.eval.bench import bench
+    from tokenskip.verbs.bench import bench
 
     return bench(out=out, adapter=adapter, dataset=cfg.bench_dataset, split=cfg.bench_split,
                  limit=cfg.bench_limit, methods=cfg.bench_methods, max_new_tokens=cfg.bench_max_new_tokens,

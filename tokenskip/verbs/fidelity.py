@@ -144,7 +144,7 @@ def fidelity(
     Args:
         input: the reader's records from `tokenskip generate` (id, question, answer, cot, correct; records
             without 'correct' are graded from 'output'). Only correct ones with a CoT are used.
-        out: output folder (see `tokenskip.workflows.fidelity`); re-running resumes.
+        out: output folder (see `tokenskip.verbs.fidelity`); re-running resumes.
         scorers: comma list of scorers: selfinfo, llmlingua2, random, truncation; `name:checkpoint` picks
             the scorer's model (selfinfo:qwen2.5-coder-0.5b); a trailing `?` skips a scorer whose model
             cannot be loaded instead of failing (llmlingua2? without its weights offline).
@@ -163,11 +163,12 @@ def fidelity(
         on_error: a malformed input row is fatal (raise) or skipped and counted (skip).
     """
     from tokenskip.compressors.blocks import count_tokens
-    from tokenskip.compressors.compress import compress, parse_ratios
+    from tokenskip.compressors.compress import parse_ratios
     from tokenskip.compressors.registry import scorer_class
     from tokenskip.compressors.thinking import resolve_think_tags
     from tokenskip.data.jsonl import BadLineStats
     from tokenskip.eval.evaluate import load_results, report_skipped
+    from tokenskip.verbs.compress import compress
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
