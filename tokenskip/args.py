@@ -293,6 +293,8 @@ class RunArgs:
         resume: resume from the last complete checkpoint in OUT/checkpoints if there is one.
         overwrite: delete a previous run (adapter, checkpoints, log) in OUT and start over.
         keep_checkpoints: keep OUT/checkpoints after a successful run (deleted by default).
+        save_dtype: dtype of the saved adapter weights: float32, bfloat16 (half the file; the weights
+            rounded once, after training) or float16; default: the training dtype.
         trust_remote_code: allow model code from the hub (off by default).
         progress: bar shows a progress bar; none prints log lines only.
     """
@@ -302,6 +304,7 @@ class RunArgs:
     resume: bool = True
     overwrite: bool = False
     keep_checkpoints: bool = False
+    save_dtype: str | None = None
     trust_remote_code: bool = False
     progress: Literal["bar", "none"] = "bar"
 

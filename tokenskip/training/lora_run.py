@@ -74,7 +74,11 @@ def settings_of(lora: LoRAArgs, optim: OptimArgs, run: RunArgs) -> dict[str, Any
     dtype as it runs on this machine (``auto`` resolved)."""
     from tokenskip.models import dtype_name
 
-    return {**asdict(lora), **asdict(optim), "dtype": dtype_name(run.dtype, run.device)}
+    try:
+        saved = {"save_dtype": dtype_name(run.save_dtype, "cpu")} if run.save_dtype else {}
+    except UserError:
+        raise UserError(f"unknown --save_dtype '{run.save_dtype}' (float32, bfloat16, float16)") from None
+    return {**asdict(lora), **asdict(optim), "dtype": dtype_name(run.dtype, run.device), **saved}
 
 
 def run_lora(
@@ -172,7 +176,9 @@ def run_lora(
         "mean_train_loss": round(float(output.training_loss), 4),
     }
     if main:
-        save_adapter(tr.model, out_dir, info_name, info, card(info) if card else None)
+        if run.save_dtype:
+            info["saved_dtype"] = settings_of(lora, optim, run)["save_dtype"]
+        save_adapter(tr.model, out_dir, info_name, info, card(info) if card else None, run.save_dtype)
         if not run.keep_checkpoints:
             shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
         print(
@@ -182,15 +188,40 @@ def run_lora(
     return LoraRun(str(out_dir), tr.state.global_step, loss, resumed, info, model=tr.model.eval())
 
 
-def save_adapter(model: Any, out_dir: Path, info_name: str, info: dict[str, Any], card: str | None) -> None:
+def save_adapter(
+    model: Any,
+    out_dir: Path,
+    info_name: str,
+    info: dict[str, Any],
+    card: str | None,
+    save_dtype: str | None = None,
+) -> None:
     """Write adapter, card and metadata into one temporary folder, then move them into ``out_dir``, the
-    metadata file last (a folder holding it is a finished run)."""
+    metadata file last (a folder holding it is a finished run). ``save_dtype``: the weights' dtype on disk."""
     tmp = out_dir / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
+    if save_dtype:
+        cast_safetensors(tmp / "adapter_model.safetensors", save_dtype)
     if card is not None:
         (tmp / CARD).write_text(card, encoding="utf-8")
     write_json_atomic(tmp / info_name, info)
     for f in sorted(tmp.iterdir(), key=lambda f: f.name == info_name):
         os.replace(f, out_dir / f.name)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cast_safetensors(path: Path, dtype: str) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in ``dtype`` (metadata kept)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from tokenskip.models import resolve_dtype
+
+    target = resolve_dtype(dtype, "cpu")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    cast = {k: v.to(target) if torch.is_floating_point(v) else v for k, v in tensors.items()}
+    save_file(cast, str(path), metadata=metadata)

@@ -67,6 +67,7 @@ def pipeline(
     epochs: float | None = None,
     learning_rate: float | None = None,
     train_dtype: str | None = None,
+    save_dtype: str | None = None,
     final: str | None = None,
     infer_ratios: str | None = None,
     infer_limit: int | None = None,
@@ -98,6 +99,7 @@ def pipeline(
         epochs: training epochs when --max_steps is -1.
         learning_rate: peak LoRA learning rate.
         train_dtype: dtype of LoRA training (auto, float32, bfloat16).
+        save_dtype: dtype of the saved adapter weights (default: the training dtype).
         final: the last stage: infer (a few questions at --infer_ratios) or bench (--bench_methods on a test set).
         infer_ratios: the γ values to ask the trained adapter for (comma list).
         infer_limit: questions answered at each inference γ.
@@ -222,6 +224,7 @@ def _train(data: str, out: str, cfg: Recipe) -> Any:
     return train(data=data, out=out, model=cfg.model, max_steps=cfg.max_steps, epochs=cfg.epochs,
                  batch_size=cfg.train_batch_size, grad_accum=cfg.grad_accum, learning_rate=cfg.learning_rate,
                  cutoff=cfg.cutoff, save_steps=steps, eval_size=0, dtype=cfg.train_dtype, progress="none",
+                 save_dtype=cfg.save_dtype,
                  group_by_length=cfg.final == "bench")  # fmt: skip
 
 
