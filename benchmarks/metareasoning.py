@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    lines = [x for x in Path(a.data).read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = [x for x in Path(a.data).read_text(encoding="utf-8").split("\n") if x.strip()]
     held = a.questions if a.eval_data is None else 0  # held-out rows follow the training ones in --data
     need = a.questions + (a.eval if a.eval_data is None else 0)
     if len(lines) < need:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(train).write_text("\n".join(lines[: a.questions]) + "\n", encoding="utf-8")
     if test:
         src = lines if a.eval_data is None else [
-            x for x in Path(a.eval_data).read_text(encoding="utf-8").splitlines() if x.strip()
+            x for x in Path(a.eval_data).read_text(encoding="utf-8").split("\n") if x.strip()
         ]  # fmt: skip
         Path(test).write_text("\n".join(src[held : held + a.eval]) + "\n", encoding="utf-8")
     load0, t0 = os.getloadavg(), time.perf_counter()

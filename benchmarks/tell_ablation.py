@@ -54,7 +54,7 @@ def read(path: Path) -> Any:
 
 def tenth_file(kept: Path, out: Path, fraction: float) -> int:
     """The first ``fraction`` of ``kept``'s rows (at least one), written once; the same rows on every re-run."""
-    lines = [x for x in kept.read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = [x for x in kept.read_text(encoding="utf-8").split("\n") if x.strip()]
     n = max(1, math.ceil(fraction * len(lines)))
     text = "\n".join(lines[:n]) + "\n"
     if out.exists() and out.read_text(encoding="utf-8") != text:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, steps = read(run / "pipeline.json")["settings"]["model"], int(info["global_step"])
     ratios = [g.strip() for g in a.ratios.split(",") if g.strip()]
     n = tenth_file(run / "kept.jsonl", work / "tenth.jsonl", a.fraction)
-    total = sum(1 for x in (run / "kept.jsonl").read_text(encoding="utf-8").splitlines() if x.strip())
+    total = sum(1 for x in (run / "kept.jsonl").read_text(encoding="utf-8").split("\n") if x.strip())
     t0 = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     for arm_name in [x.strip() for x in a.arms.split(",") if x.strip()]:

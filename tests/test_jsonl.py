@@ -72,3 +72,31 @@ def test_atomic_dir_replaces_on_success_and_keeps_the_old_folder_on_error(tmp_pa
         (tmp / "c.txt").write_text("3")
     assert sorted(p.name for p in out.iterdir()) == ["c.txt"]  # replaced whole, not merged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
+
+
+# characters str.splitlines() breaks a line at, which json.dumps(ensure_ascii=False) writes raw: GSM8K train
+# question 2381 holds U+2028, and a resumed 3,000-question run stopped at it
+UNICODE_BREAKS = "a\u2028b\u2029c\x85d\x1ce\x1df\x1eg\x0bh\x0ci"
+
+
+def test_a_record_with_unicode_line_breaks_resumes_and_reads_back(tmp_path):
+    from tokenskip.training.runs import trim_log
+    from tokenskip.verbs.pipeline import _count, _mean_cot
+
+    p = tmp_path / "out.jsonl"
+    with ResumableJsonlWriter(p) as w:
+        w.write_many([{"id": "1", "question": UNICODE_BREAKS, "cot_tokens": 3}, {"id": "2", "cot_tokens": 5}])
+    assert p.read_text(encoding="utf-8").count("\n") == 2 and "\u2028" in p.read_text(encoding="utf-8")
+    with ResumableJsonlWriter(p) as w:  # resuming reads the file back: two done records, not a bad line
+        assert w.done == {"1", "2"}
+        w.write({"id": "3", "cot_tokens": 7})
+    rows = [r for _, r in read_jsonl(p)]
+    assert [r["id"] for r in rows] == ["1", "2", "3"] and rows[0]["question"] == UNICODE_BREAKS
+    assert _count(p) == 3 and _mean_cot(p) == 5.0
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text(
+        "".join(json.dumps({"step": s, "note": UNICODE_BREAKS}, ensure_ascii=False) + "\n" for s in (1, 2, 3))
+    )
+    trim_log(log, 2)
+    assert [json.loads(x)["step"] for x in log.read_text(encoding="utf-8").split("\n") if x] == [1, 2]

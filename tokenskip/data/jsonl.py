@@ -116,7 +116,8 @@ class ResumableJsonlWriter:
             with self.path.open("r+b") as f:
                 f.truncate(cut)
             data = data[:cut]
-        for lineno, line in enumerate(data.decode("utf-8-sig", "replace").splitlines(), start=1):
+        # split on "\n" only: str.splitlines() also splits inside records at U+2028, U+2029, \x85 ... (GSM8K has them)
+        for lineno, line in enumerate(data.decode("utf-8-sig", "replace").split("\n"), start=1):
             if not line.strip():
                 continue
             try:

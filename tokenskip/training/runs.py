@@ -121,7 +121,7 @@ def trim_log(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):  # JSONL: lines end at "\n" only
         try:
             if json.loads(line)["step"] <= step:
                 keep.append(line)

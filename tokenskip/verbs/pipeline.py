@@ -43,7 +43,7 @@ def _count(path: Path) -> int:
 
 
 def _mean_cot(path: Path) -> float | None:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return sum(r["cot_tokens"] for r in rows) / len(rows) if rows else None
 
 
