@@ -182,6 +182,24 @@ def diagonal_margin(sensitivity: dict[str, dict[str, float]]) -> dict[str, float
     return out
 
 
+def sensitivity_table(
+    sensitivity: dict[str, dict[str, float]], margin: dict[str, float], title: str, n: int
+) -> str:
+    """The probe's matrix as a markdown table, each row's diagonal margin beside it, and the mean margin."""
+    cols = list(next(iter(sensitivity.values())))
+    lines = [
+        f"{title} (rows: target γ; columns: γ in the prompt; {n} problems)",
+        "| target \\ prompt | " + " | ".join(cols) + " | diagonal margin |",
+        "|---|" + "---|" * (len(cols) + 1),
+    ]
+    for t, row in sensitivity.items():
+        lines.append(f"| {t} | " + " | ".join(f"{v:.1f}" for v in row.values()) + f" | {margin[t]:+.2f} |")
+    lines.append(
+        f"mean diagonal margin (other γ minus own γ; > 0: the model reads the digit): {margin['mean']:+.3f}"
+    )
+    return "\n".join(lines)
+
+
 def stage(name: str, t0: float) -> None:
     print(f"[{time.time() - t0:7.1f}s] {name}", flush=True)
 
@@ -342,16 +360,11 @@ def run_variant(
         sft_rows = [row for _, row in read_jsonl(probe_sft / SFT_FILE)]
         sensitivity = ratio_sensitivity(merged_model(), sft_rows, preset, args.probe)
         margin = diagonal_margin(sensitivity)
-        cols = list(next(iter(sensitivity.values())))
         print(
-            f"\nratio sensitivity: mean NLL of training targets (rows: target γ; columns: γ in the prompt; {args.probe} problems)"
-        )
-        print("| target \\ prompt | " + " | ".join(cols) + " | diagonal margin |")
-        print("|---|" + "---|" * (len(cols) + 1))
-        for t, row in sensitivity.items():
-            print(f"| {t} | " + " | ".join(f"{v:.1f}" for v in row.values()) + f" | {margin[t]:+.2f} |")
-        print(
-            f"mean diagonal margin (other γ minus own γ; > 0: the model reads the digit): {margin['mean']:+.3f}"
+            "\n"
+            + sensitivity_table(
+                sensitivity, margin, "ratio sensitivity: mean NLL of training targets", args.probe
+            )
         )
     return {"ratio_sensitivity": sensitivity, "diagonal_margin": margin,
             "results": {format_ratio(k): v for k, v in results.items()}, "strictly_decreasing": monotone,

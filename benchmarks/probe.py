@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", default=None, help="also write the matrix and margins here")
     args = ap.parse_args(argv)
 
-    from controllability import diagonal_margin, ratio_sensitivity
+    from controllability import diagonal_margin, ratio_sensitivity, sensitivity_table
 
     from tokenskip.data.adapters import ADAPTER_INFO, read_adapter_preset, resolve_preset
     from tokenskip.data.jsonl import read_jsonl
@@ -70,16 +70,11 @@ def main(argv: list[str] | None = None) -> dict:
         preset = resolve_preset(args.preset, args.adapter)
     sensitivity = ratio_sensitivity(model_dir, rows, preset, args.n)
     margin = diagonal_margin(sensitivity)
-    cols = list(next(iter(sensitivity.values())))
     who = "base model" if base else args.adapter
-    print(f"ratio sensitivity of {who}: mean NLL of compressed targets (rows: target γ; columns: γ in the prompt; "
-          f"{args.n} problems)")  # fmt: skip
-    print("| target \\ prompt | " + " | ".join(cols) + " | diagonal margin |")
-    print("|---|" + "---|" * (len(cols) + 1))
-    for t, row in sensitivity.items():
-        print(f"| {t} | " + " | ".join(f"{v:.1f}" for v in row.values()) + f" | {margin[t]:+.2f} |")
     print(
-        f"mean diagonal margin (other γ minus own γ; > 0: the model reads the digit): {margin['mean']:+.3f}"
+        sensitivity_table(
+            sensitivity, margin, f"ratio sensitivity of {who}: mean NLL of compressed targets", args.n
+        )
     )
     result = {"model": args.model, "adapter": None if base else args.adapter, "preset": preset_name, "n": args.n,
               "ratio_sensitivity": sensitivity, "diagonal_margin": margin}  # fmt: skip
