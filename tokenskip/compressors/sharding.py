@@ -187,11 +187,19 @@ class Torchrun:
         dist.all_gather_object(out, obj)
         return out
 
-    def stop(self) -> None:
+    def stop(self, barrier: bool = False) -> None:
+        """Leave the group. ``barrier`` (on the path where every rank succeeded): wait for every rank
+        first, so that none tears its gloo pairs down while a peer still finishes the last collective
+        (a CI run saw one rank abort at exit without it). Never after a failure: the peers may be inside
+        another collective, and the barrier would hang instead of letting torchrun stop the job."""
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                if barrier:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def torchrun_env() -> Torchrun | None:

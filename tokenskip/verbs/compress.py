@@ -231,6 +231,7 @@ def compress(
 
     if job is not None:
         job.start()
+        finished = False
         try:
             run_everywhere(job, prepare)
             parts = shard_dirs(out_dir, job.world)
@@ -261,8 +262,9 @@ def compress(
                 )
 
             summary = run_everywhere(job, merge_and_summarize)[0]
+            finished = True
         finally:
-            job.stop()
+            job.stop(barrier=finished)
         _report(summary, out_dir, progress and job.rank == 0)
         return summary
     prepare()
