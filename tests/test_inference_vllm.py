@@ -205,3 +205,30 @@ def run_infer(generator, records, out, sampling, settings, preset=None):
     ctx = Context(generator, preset or PRESETS["default"], sampling, model=settings["model"])
     result = run_records(records, lambda b: method.run_batch(ctx, b), out, 8, settings, progress=False)
     return result.rows, result.counts()
+
+
+def test_merged_adapter_engine_matches_hf_merged_and_cleans_up(engine, adapter):
+    """``--merge_adapter`` on vLLM: the adapter folded into a temporary model folder served without LoRA gives
+    hf's merged greedy text, refuses to switch adapters, and its folder is gone after close."""
+    from pathlib import Path
+
+    from tokenskip.errors import UserError
+    from tokenskip.inference import make_generator
+
+    merged = make_generator(
+        "vllm", model="smollm2-135m", adapter=adapter, merge_adapter=True, max_model_len=1024
+    )
+    try:
+        folder = Path(merged.merged_dir)
+        assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+        assert "enable_lora" not in merged.engine_kwargs and merged.lora_request is None
+        hf = make_generator("hf", model="smollm2-135m", adapter=adapter, merge_adapter=True, batch_size=8)
+        prompts = [format_prompt(hf.tokenizer, q, 0.5) for q in QUESTIONS]
+        assert [g.text for g in merged.generate(prompts, GREEDY)] == [
+            g.text for g in hf.generate(prompts, GREEDY)
+        ]
+        with pytest.raises(UserError, match="cannot switch"):
+            merged.set_adapter(None)
+    finally:
+        merged.close()
+    assert not folder.exists()

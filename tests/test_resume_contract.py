@@ -148,6 +148,23 @@ def test_rerun_with_the_same_settings_resumes(runs, fake):
             assert _snapshot(watched) == before, name  # everything was done: nothing added
 
 
+def test_bench_refuses_the_adapter_merged_where_it_ran_as_lora(runs, fake, capsys, tmp_path):
+    """``--merge_adapter`` changes the numbers (and the speed): a run folder never mixes it with LoRA."""
+    verbs, adapter = runs
+    q = verbs["generate"][0][2]
+    args = ["bench", "--dataset", q, "--methods", "original,tokenskip@0.5", "--latency_samples", "0",
+            "--adapter", adapter, "--out", str(tmp_path / "b"), "--max_new_tokens", "8"]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((tmp_path / "b" / "records" / "tokenskip@0.5.jsonl").read_text().splitlines()[0])
+    assert record["adapter_merged"] is False
+    before = _snapshot(tmp_path / "b")
+    capsys.readouterr()
+    assert main([*args, "--merge_adapter", "true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "adapter_merged: False -> True" in err and err.count("\n") == 0, err
+    assert _snapshot(tmp_path / "b") == before
+
+
 def test_records_carry_the_run_settings(runs):
     verbs, _ = runs
     row = json.loads(verbs["generate"][1].read_text().splitlines()[0])

@@ -120,7 +120,9 @@ class EngineArgs:
     """Backend tuning (defaults are right for most runs).
 
     Attributes:
-        merge_adapter: hf: merge the adapter into the weights (same outputs, faster).
+        merge_adapter: merge the adapter into the weights instead of applying LoRA at run time (the same
+            model, at the base model's speed; hf: in place; vllm: a temporary merged model folder, one engine
+            per adapter). Records generated with it record ``adapter_merged``.
         tensor_parallel_size: vllm: GPUs to shard over (default: all visible GPUs).
         max_model_len: vllm: context length cap, prompt + output (default: the model's).
     """

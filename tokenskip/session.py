@@ -61,7 +61,8 @@ class Session:
         engine: backend tuning.
         on_error: a prompt longer than the context is fatal (raise) or skipped and counted (skip).
         lora_rank: vLLM: start the engine with LoRA up to this rank, so adapters switch per request (also
-            enabled, at the adapter's rank, whenever ``--adapter`` is given).
+            enabled, at the adapter's rank, whenever ``--adapter`` is given), unless ``engine.merge_adapter``:
+            then each adapter is merged into the weights of its own engine (switching restarts it).
     """
 
     def __init__(
@@ -79,11 +80,13 @@ class Session:
         self.preset = preset if isinstance(preset, PromptPreset) else model.preset(preset)
         self.on_error = on_error
         self.vllm = model.backend == "vllm"
-        if self.vllm and model.adapter:
+        # vLLM runs adapters as LoRA (switched per request), or each merged into its own engine
+        self.merged = bool(self.engine.merge_adapter)
+        if self.vllm and model.adapter and not self.merged:
             from tokenskip.inference.vllm_backend import adapter_rank
 
             lora_rank = max(lora_rank or 0, adapter_rank(model.adapter))
-        self.lora_rank = lora_rank if self.vllm else None
+        self.lora_rank = lora_rank if self.vllm and not self.merged else None
         self.gen: Generator | None = None
         self.loaded: str | None = None  # the adapter the open generator runs with
         self.starts = 0  # generators opened (vLLM: engine starts)
@@ -118,6 +121,7 @@ class Session:
             "preset": self.preset.name, "backend": self.model.backend, "dtype": self.dtype,
             "max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
             "stop": list(s.stop or []),
+            **({"adapter_merged": self.merged} if adapter else {}),
         }  # fmt: skip
 
     def settings(

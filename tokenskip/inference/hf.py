@@ -216,3 +216,17 @@ def load_adapter(model: Any, adapter: str, merge: bool = False) -> Any:
     peft_model = PeftModel.from_pretrained(model, adapter)
     peft_model.eval()
     return peft_model.merge_and_unload() if merge else peft_model
+
+
+def merged_model_folder(
+    model: str, adapter: str, out: str, dtype: str = "auto", trust_remote_code: bool = False
+) -> str:
+    """Fold ``adapter`` into ``model`` on the CPU and save a plain safetensors model folder (weights,
+    config, tokenizer) at ``out``: what an engine without LoRA kernels serves instead of base + LoRA."""
+    from tokenskip.models import load_model
+
+    base, tok = load_model(model, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code)
+    merged = load_adapter(base, adapter, merge=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

@@ -204,7 +204,9 @@ class VLLMGenerator(Generator):
         model: alias, hub id or local folder (see :func:`tokenskip.models.resolve_model`); embedded GGUF
             models are passed to vLLM as their converted safetensors folder.
         adapter: optional peft LoRA adapter folder, served through ``LoRARequest`` (``enable_lora``).
-        merge_adapter: accepted for interface compatibility; vLLM applies LoRA unmerged.
+        merge_adapter: fold ``adapter`` into the weights (a temporary model folder, removed on close) and
+            serve that without LoRA: the same model at the base model's speed, where LoRA kernels are slow
+            (on a CPU, measured 2x slower, docs/training.md). The engine then runs that one adapter only.
         batch_size: accepted for interface compatibility; vLLM schedules every prompt of a call
             continuously (up to ``max_num_seqs`` at once).
         options: engine settings (dtype, device, tensor_parallel_size, max_model_len, max_num_seqs,
@@ -227,8 +229,24 @@ class VLLMGenerator(Generator):
     ) -> None:
         if batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        self.merged_dir: str | None = None
+        self.merged = adapter if merge_adapter and adapter else None
+        if self.merged:
+            import tempfile
+
+            from tokenskip.inference.hf import merged_model_folder
+
+            if options.get("max_lora_rank"):
+                raise UserError("--merge_adapter serves one adapter: it cannot switch adapters per request")
+            self.merged_dir = tempfile.mkdtemp(prefix="tokenskip-merged-")
+            dtype = vllm_dtype(options.get("dtype", "auto"), "cpu")
+            merged_model_folder(model, self.merged, self.merged_dir, dtype, trust_remote_code)
         kwargs, self.on_cpu = build_engine_kwargs(
-            model, adapter, trust_remote_code=trust_remote_code, extra=engine_kwargs, **options
+            self.merged_dir or model,
+            None if self.merged else adapter,
+            trust_remote_code=trust_remote_code,
+            extra=engine_kwargs,
+            **options,
         )
         self.model_path = kwargs["model"]
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
@@ -239,6 +257,7 @@ class VLLMGenerator(Generator):
         try:
             self.llm = LLM(**kwargs)
         except (ValueError, OSError) as e:
+            self._remove_merged()
             raise UserError(f"vLLM could not load '{model}': {first_line(e)}") from None
         self._lora_ids: dict[str, int] = {}
         self.lora_request = None
@@ -251,6 +270,13 @@ class VLLMGenerator(Generator):
         The engine must have been started with LoRA (an ``adapter`` or ``max_lora_rank``). Each adapter folder
         gets its own LoRA id, so vLLM loads a new one on its first request instead of reusing a cached one.
         """
+        if self.merged:
+            if adapter != self.merged:
+                raise UserError(
+                    f"this vLLM engine serves {self.merged} merged into the weights: it cannot switch"
+                )
+            self.adapter = adapter
+            return
         if adapter:
             rank = adapter_rank(adapter)
             limit = self.engine_kwargs.get("max_lora_rank", 0) if self.engine_kwargs.get("enable_lora") else 0
@@ -332,11 +358,18 @@ class VLLMGenerator(Generator):
     def _finish(self, out: Any, latency: float, bs: int) -> Generation:
         return to_generation(out, self._eos, self.count_tokens, latency, bs)
 
+    def _remove_merged(self) -> None:
+        if getattr(self, "merged_dir", None):
+            import shutil
+
+            shutil.rmtree(self.merged_dir, ignore_errors=True)
+            self.merged_dir = None
+
     def close(self) -> None:
         llm = getattr(self, "llm", None)
-        if llm is None:
-            return
-        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
-        self.llm = None
+        if llm is not None:
+            core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            self.llm = None
+        self._remove_merged()

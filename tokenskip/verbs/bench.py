@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tokenskip.args import DataArgs, ModelArgs, SamplingArgs, flat_options
+from tokenskip.args import DataArgs, EngineArgs, ModelArgs, SamplingArgs, flat_options
 from tokenskip.data.jsonl import read_jsonl
 from tokenskip.data.resume import check_run_file
 from tokenskip.errors import UserError
@@ -32,7 +32,7 @@ from tokenskip.session import Session
 # run.json keys a resumed run must share with the first one (each records file also checks its own settings)
 RESUME_KEYS = (
     "model", "adapter", "adapter_sha256", "dataset", "split", "max_new_tokens", "preset", "backend", "dtype",
-    "temperature", "top_p", "seed", "stop",
+    "temperature", "top_p", "seed", "stop", "adapter_merged",
 )  # fmt: skip
 
 
@@ -43,12 +43,15 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return {str(r["id"]): r for _, r in read_jsonl(path, on_error="skip")}
 
 
-@flat_options(data=DataArgs(limit=16), model=ModelArgs(), sampling=SamplingArgs(batch_size=8))
+@flat_options(
+    data=DataArgs(limit=16), model=ModelArgs(), sampling=SamplingArgs(batch_size=8), engine=EngineArgs()
+)
 def bench(
     out: str,
     data: DataArgs,
     model: ModelArgs,
     sampling: SamplingArgs,
+    engine: EngineArgs,
     methods: str = DEFAULT_METHODS,
     latency_samples: int = 4,
     preset: str | None = None,
@@ -83,7 +86,7 @@ def bench(
         m.setup(records)
     root = Path(out)
     batch = sampling.batch(model.backend)
-    with Session(model, sampling, prompt_preset, on_error=data.on_error) as session:
+    with Session(model, sampling, prompt_preset, engine, on_error=data.on_error) as session:
         meta = {
             **session.base_settings(),
             "dataset": data.dataset,

@@ -74,6 +74,7 @@ def pipeline(
     bench_dataset: str | None = None,
     bench_limit: int | None = None,
     bench_methods: str | None = None,
+    merge_adapter: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Run generate -> filter -> compress -> build-sft -> train -> infer or bench, and print one summary table.
 
@@ -106,6 +107,8 @@ def pipeline(
         bench_dataset: test questions for the bench stage (gsm8k = its test split).
         bench_limit: the first N test questions.
         bench_methods: methods to bench (tokenskip@γ runs on the trained adapter).
+        merge_adapter: bench the adapter merged into the weights (vllm: its own engine, at the base model's
+            speed) instead of as LoRA.
     """
     given = {k: v for k, v in locals().items() if k not in ("out", "recipe")}
     cfg = get_recipe(recipe).with_overrides(given).check()
@@ -175,6 +178,7 @@ def _open_state(run: Path, recipe: str, cfg: Recipe) -> dict[str, Any]:
     if path.exists():
         state = json.loads(path.read_text(encoding="utf-8"))
         check_same_settings(run, state.get("settings", {}), settings)
+        state["settings"] = {**settings, **state.get("settings", {})}  # settings added since: recorded now
         return state
     return {"settings": settings, "stages": {}}
 
@@ -239,7 +243,8 @@ def _bench(out: str, adapter: str, cfg: Recipe, **gen: Any) -> Any:
 
     return bench(out=out, adapter=adapter, dataset=cfg.bench_dataset, split=cfg.bench_split,
                  limit=cfg.bench_limit, methods=cfg.bench_methods, max_new_tokens=cfg.bench_max_new_tokens,
-                 batch_size=cfg.bench_batch_size, latency_samples=cfg.latency_samples, **gen)  # fmt: skip
+                 batch_size=cfg.bench_batch_size, latency_samples=cfg.latency_samples,
+                 merge_adapter=cfg.merge_adapter, **gen)  # fmt: skip
 
 
 def summary_rows(
