@@ -64,19 +64,31 @@ def tenth_file(kept: Path, out: Path, fraction: float) -> int:
     return n
 
 
-def train_arm(arm: Path, data: Path, full: dict[str, Any], model: str, steps: int) -> Path:
+def train_arm(
+    arm: Path,
+    data: Path,
+    full: dict[str, Any],
+    model: str,
+    steps: int,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Train ``arm/adapter`` on ``data`` with the full run's LoRA settings (``overrides`` changes some) for
+    ``steps`` optimizer steps; resumes from its last checkpoint."""
     from tokenskip.verbs.train import train
 
     adapter = arm / "adapter"
     keys = ("lora_rank", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "batch_size", "grad_accum",
             "scheduler", "warmup", "weight_decay", "cutoff", "seed")  # fmt: skip
+    settings = {**{k: full[k] for k in keys if k in full}, **(overrides or {})}
     train(data=str(data), out=str(adapter), model=model, max_steps=steps, save_steps=5, eval_size=0,
           dtype=full["dtype"], save_dtype=full.get("save_dtype"), progress="none", group_by_length=True,
-          **{k: full[k] for k in keys if k in full})  # fmt: skip
+          **settings)  # fmt: skip
     return adapter
 
 
 def bench_arm(arm: Path, adapter: Path, run: Path, ratios: list[str]) -> list[dict[str, Any]]:
+    """``tokenskip bench`` of the arm's adapter at every γ, with the run's bench settings (merged adapter when
+    the run's was) and the run's ``original`` records copied in (the same base-model row)."""
     from tokenskip.verbs.bench import bench
 
     meta = read(run / "bench" / "run.json")
@@ -89,7 +101,8 @@ def bench_arm(arm: Path, adapter: Path, run: Path, ratios: list[str]) -> list[di
     return bench(out=str(out), adapter=str(adapter), model=meta["model"], backend=meta["backend"],
                  dtype=meta.get("dtype", "auto"), dataset=meta["dataset"], split=meta["split"], limit=meta["limit"],
                  methods="original," + ",".join(f"tokenskip@{g}" for g in ratios), max_new_tokens=meta["max_new_tokens"],
-                 batch_size=meta["batch_size"], latency_samples=0)  # fmt: skip
+                 batch_size=meta["batch_size"], latency_samples=0,
+                 merge_adapter=bool(meta.get("adapter_merged")))  # fmt: skip
 
 
 def probe_arm(arm: Path, adapter: Path, run: Path, model: str, n: int) -> dict[str, Any]:
