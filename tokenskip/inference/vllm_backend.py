@@ -270,8 +270,9 @@ class VLLMGenerator(Generator):
         The engine must have been started with LoRA (an ``adapter`` or ``max_lora_rank``). Each adapter folder
         gets its own LoRA id, so vLLM loads a new one on its first request instead of reusing a cached one.
         """
-        if self.merged:
-            if adapter != self.merged:
+        merged = getattr(self, "merged", None)
+        if merged:
+            if adapter != merged:
                 raise UserError(
                     f"this vLLM engine serves {self.merged} merged into the weights: it cannot switch"
                 )
