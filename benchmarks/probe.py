@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tokenskip.data.adapters import ADAPTER_INFO, read_adapter_preset, resolve_preset
     from tokenskip.data.jsonl import read_jsonl
     from tokenskip.models import resolve_model
-    from tokenskip.training.sft import SFT_FILE
+    from tokenskip.training.sft_folder import SFT_FILE
     from tokenskip.verbs.build_sft import build_sft
     from tokenskip.verbs.merge import merge
 
