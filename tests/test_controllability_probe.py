@@ -69,3 +69,29 @@ def test_diagonal_margin_and_general_rows(bench, tmp_path):
     rows = _rows("p0", "q0", {0.9: "a"}) + _rows("p1", "q1", {0.5: "b"}) + general
     with pytest.raises(ValueError, match="no problem has a target at every γ"):
         bench.ratio_sensitivity(tmp_path / "no-model-here", rows, "default", n=4)
+
+
+def test_probe_script_on_a_pipeline_runs_files(tmp_path, embedded_model_dir):
+    """benchmarks/probe.py end to end on a run's files (kept CoTs + a compress folder), base model as control."""
+    import json
+
+    from tokenskip.cli import main
+
+    spec = importlib.util.spec_from_file_location("probe", REPO / "benchmarks" / "probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    kept = tmp_path / "kept.jsonl"
+    cots = ["Tom has 3 apples. He buys 4 more apples. So he has 3 + 4 = 7 apples in total now.",
+            "A box holds 6 eggs. Two boxes hold 6 + 6 = 12 eggs. So there are 12 eggs in the boxes."]  # fmt: skip
+    kept.write_text("".join(json.dumps({"id": f"p{i}", "question": f"Question {i}?", "cot": c, "answer": "7"}) + "\n"
+                            for i, c in enumerate(cots)))  # fmt: skip
+    assert main(["compress", "--input", str(kept), "--scorer", "random", "--ratios", "0.9,0.5",
+                 "--out", str(tmp_path / "comp"), "--progress", "false"]) == 0  # fmt: skip
+    out = tmp_path / "probe.json"
+    result = probe.main(["--model", "smollm2-135m", "--adapter", "none", "--original", str(kept),
+                         "--compressed", str(tmp_path / "comp"), "--n", "2", "--work", str(tmp_path / "work"),
+                         "--json", str(out)])  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["adapter"] is None and saved["n"] == 2
+    assert list(saved["ratio_sensitivity"]) == ["0.9", "0.5"] and "mean" in saved["diagonal_margin"]
+    assert result["diagonal_margin"] == saved["diagonal_margin"]
