@@ -131,6 +131,23 @@ def table(results: dict[str, dict[str, Any]], ratios: list[str]) -> str:
     return "\n".join(lines)
 
 
+def arm_result(
+    task_examples: int, steps: int, rows: dict[str, Any], margin: float | None, ratios: list[str]
+) -> dict[str, Any]:
+    """One arm's line of the table: its bench rows, probe margin, and whether ActRatio falls strictly with γ."""
+    acts = [rows[f"tokenskip@{g}"]["act_ratio"] for g in ratios if f"tokenskip@{g}" in rows]
+    return {"task_examples": task_examples, "steps": steps, "rows": rows, "probe_margin": margin,
+            "strictly_decreasing": all(x > y for x, y in zip(acts, acts[1:], strict=False))}  # fmt: skip
+
+
+def write_results(work: Path, results: dict[str, dict[str, Any]], ratios: list[str], caption: str) -> None:
+    """Print the arms' table with ``caption`` and write ``WORK/results.md`` and ``results.json``."""
+    text = table(results, ratios) + "\n\n" + caption
+    print("\n" + text)
+    (work / "results.md").write_text(text + "\n", encoding="utf-8")
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse_args(argv)
     from tokenskip.data.adapters import ADAPTER_INFO
@@ -166,19 +183,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 build_sft(str(work / "tenth.jsonl"), str(run / "compressed"), str(sft), model=model, **tell)
             adapter, examples = train_arm(arm, sft, full, model, steps), n
         rows = {r["method"]: r for r in bench_arm(arm, adapter, run, ratios)}
-        acts = [rows[f"tokenskip@{g}"]["act_ratio"] for g in ratios if f"tokenskip@{g}" in rows]
         margin = probe_arm(arm, adapter, run, model, a.probe)["mean"] if a.probe else None
-        results[arm_name] = {"task_examples": examples, "steps": steps, "rows": rows, "probe_margin": margin,
-                             "strictly_decreasing": all(x > y for x, y in zip(acts, acts[1:], strict=False))}  # fmt: skip
-    text = table(results, ratios) + (
-        f"\n\n{model}; arms trained {steps} optimizer steps with the full run's LoRA settings; (a)/(b): the first "
+        results[arm_name] = arm_result(examples, steps, rows, margin, ratios)
+    write_results(work, results, ratios,
+        f"{model}; arms trained {steps} optimizer steps with the full run's LoRA settings; (a)/(b): the first "
         f"{n} of {total} filtered CoTs; (b): + K = {a.general_ratio:g} general examples ({a.general}) per task "
         f"example, anchor, extensive shuffle. Bench: {run}/bench's questions and settings. "
-        f"Wall time {(time.perf_counter() - t0) / 60:.1f} min."
-    )
-    print("\n" + text)
-    (work / "results.md").write_text(text + "\n", encoding="utf-8")
-    (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        f"Wall time {(time.perf_counter() - t0) / 60:.1f} min.",
+    )  # fmt: skip
     return results
 
 

@@ -21,7 +21,6 @@ margin). Every stage resumes when re-run with the same ``--work``. Prints and wr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse_args(argv)
-    from tell_ablation import bench_arm, probe_arm, read, table
+    from tell_ablation import arm_result, bench_arm, probe_arm, read, write_results
 
     from tokenskip.data.adapters import ADAPTER_INFO
     from tokenskip.verbs.build_sft import build_sft
@@ -96,18 +95,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             adapter = train_arm(arm, sft, full, model, steps, train_options)
             rows = {r["method"]: r for r in bench_arm(arm, adapter, run, ratios)}
             margin = probe_arm(arm, adapter, run, model, a.probe)["mean"] if a.probe else None
-        acts = [rows[f"tokenskip@{g}"]["act_ratio"] for g in ratios if f"tokenskip@{g}" in rows]
         sft_info = read((run if name == "run" else arm) / "sft" / "sft_info.json")
-        results[name] = {"task_examples": sft_info["examples"],
-                         "steps": steps, "rows": rows, "probe_margin": margin,
-                         "strictly_decreasing": all(x > y for x, y in zip(acts, acts[1:], strict=False))}  # fmt: skip
-    text = table(results, ratios) + (
-        f"\n\n{model}; every arm trained {steps} optimizer steps with the run's LoRA settings except what its name "
-        f"changes; bench: {run}/bench's questions and settings. Wall time {(time.perf_counter() - t0) / 60:.1f} min."
-    )
-    print("\n" + text)
-    (work / "results.md").write_text(text + "\n", encoding="utf-8")
-    (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        results[name] = arm_result(sft_info["examples"], steps, rows, margin, ratios)
+    write_results(work, results, ratios,
+        f"{model}; every arm trained {steps} optimizer steps with the run's LoRA settings except what its name "
+        f"changes; bench: {run}/bench's questions and settings. Wall time {(time.perf_counter() - t0) / 60:.1f} min.",
+    )  # fmt: skip
     return results
 
 
