@@ -99,6 +99,36 @@ def refilter(scored_path: Path, settings: list[tuple[float, str]]) -> str:
     return "\n".join(lines)
 
 
+def interval(ev: dict) -> tuple[float, float] | None:
+    """The 95% Wilson interval of an eval's accuracy (``rollouts`` greedy answers)."""
+    from tokenskip.eval.metrics import wilson_interval
+
+    n, a = ev.get("rollouts"), ev.get("accuracy")
+    return None if not n or a is None else wilson_interval(round(a * n), n)
+
+
+def verdict(results: dict[str, list[dict]]) -> str:
+    """The issue's question on the last round's evals: does each c > 0 arm end with fewer thought tokens than
+    c = 0, at accuracy inside c = 0's 95% interval?"""
+    last = {arm: (rounds[-1].get("eval") or {}) for arm, rounds in results.items() if rounds}
+    star = last.get("c=0")
+    if not star or star.get("accuracy") is None:
+        return ""
+    ci = interval(star)
+    out = []
+    for arm, ev in last.items():
+        if arm == "c=0" or ev.get("accuracy") is None or ci is None:
+            continue
+        fewer = ev["thought_tokens"] < star["thought_tokens"]
+        inside = ci[0] <= ev["accuracy"] <= ci[1]
+        change = 100 * (ev["thought_tokens"] / star["thought_tokens"] - 1) if star["thought_tokens"] else 0.0
+        out.append(f"{arm} against c=0 (last round's eval): thought tokens {ev['thought_tokens']:.1f} vs "
+                   f"{star['thought_tokens']:.1f} ({change:+.1f}%): {'fewer' if fewer else 'NOT fewer'}; accuracy "
+                   f"{ev['accuracy']:.3f} {'inside' if inside else 'OUTSIDE'} c=0's interval "
+                   f"({ci[0]:.3f}-{ci[1]:.3f}).")  # fmt: skip
+    return ("\n\n" + "\n".join(out)) if out else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from tokenskip.verbs.metareason import iterate
@@ -148,13 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     def f(v, d=3):
         return "–" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 
+    def acc(ev: dict) -> str:  # the eval accuracy with its 95% Wilson interval
+        ci = interval(ev)
+        return f(ev.get("accuracy")) + ("" if ci is None else f" ({ci[0]:.3f}-{ci[1]:.3f})")
+
     for arm, rounds in results.items():
         for s in rounds:
             ev = s.get("eval") or {}
             lines.append(
                 f"| {arm} | {s['round']} | {f(s.get('accuracy'))} | {f(s.get('thought_tokens'), 1)} | "
                 f"{f(s.get('utility'))} | {f(s.get('kept'))} | {f(s.get('kept_thought_tokens'), 1)} | "
-                f"{f(ev.get('accuracy'))} | "
+                f"{acc(ev)} | "
                 f"{f(ev.get('thought_tokens'), 1)} | {f(ev.get('utility'))} |"
             )
     load1 = os.getloadavg()
@@ -174,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         footer += "\n\nThe round-1 filter alone, re-priced (same rollouts and likelihoods):\n\n" + refilter(
             scored, grid
         )
-    table = "\n".join(lines) + "\n" + footer
+    table = "\n".join(lines) + "\n" + footer + verdict(results)
     print(table)
     (work / "results.md").write_text(table + "\n", encoding="utf-8")
     (work / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -6,7 +6,8 @@ with the full run's LoRA settings for the same number of optimizer steps:
 * (a) ``tenth``: the first ``--fraction`` of the run's filtered CoTs, TokenSkip's mixture, plain;
 * (b) ``tenth+tell``: the same CoTs with TELL: ``--general_ratio`` general examples per task example (the
   default general set: Self-Instruct's seed tasks), the anchor prompt, extensive shuffle;
-* (c) ``full``: the run's own adapter (all of the task data, plain).
+* (c) ``full``: the run's own adapter (all of the task data, plain): its bench rows and probe are read from
+  the run, not made again.
 
 Each arm is benched at every γ of ``--ratios`` on the run's test questions (``tokenskip bench``, the run's
 settings; the run's ``original`` records are reused, so ActRatio is against the same base-model row), and
@@ -116,6 +117,18 @@ def probe_arm(arm: Path, adapter: Path, run: Path, model: str, n: int) -> dict[s
     return read(out)["diagonal_margin"]
 
 
+def run_rows(run: Path) -> tuple[dict[str, Any], float | None]:
+    """The finished run's own adapter as an arm: its bench rows by method and its probe margin (None when the
+    run was not probed), read from the run's files instead of benched again."""
+    done = (
+        read(run / "bench" / "results.json")["runs"][0]["methods"]
+        if (run / "bench" / "results.json").exists()
+        else []
+    )
+    margin = read(run / "probe.json")["diagonal_margin"]["mean"] if (run / "probe.json").exists() else None
+    return {r["method"]: r for r in done}, margin
+
+
 def table(results: dict[str, dict[str, Any]], ratios: list[str]) -> str:
     head = "| arm | task examples | steps | " + " | ".join(f"γ={g} tokens / ActRatio / acc" for g in ratios)
     lines = [head + " | strictly decreasing | probe margin |", "|---" * (len(ratios) + 5) + "|"]
@@ -170,8 +183,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for arm_name in [x.strip() for x in a.arms.split(",") if x.strip()]:
         arm = work / arm_name.replace("+", "-")
         print(f"\n== {arm_name} ({time.perf_counter() - t0:.0f}s)", flush=True)
-        if arm_name == "full":
-            adapter, examples = run / "adapter", total
+        if arm_name == "full":  # the run's own adapter: its bench rows and probe, not benched again
+            rows, margin = run_rows(run)
+            results[arm_name] = arm_result(total, steps, rows, margin, ratios)
+            continue
         else:
             tell = (
                 {"general_ratio": a.general_ratio, "general": a.general, "shuffle": "extensive"}
@@ -181,10 +196,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sft = arm / "sft"
             if not (sft / "sft_info.json").exists():
                 build_sft(str(work / "tenth.jsonl"), str(run / "compressed"), str(sft), model=model, **tell)
-            adapter, examples = train_arm(arm, sft, full, model, steps), n
-        rows = {r["method"]: r for r in bench_arm(arm, adapter, run, ratios)}
+            adapter = train_arm(arm, sft, full, model, steps)
+        # the probe first: five minutes that say whether the arm reads the digit, before its bench's hour
         margin = probe_arm(arm, adapter, run, model, a.probe)["mean"] if a.probe else None
-        results[arm_name] = arm_result(examples, steps, rows, margin, ratios)
+        print(f"{arm_name}: probe diagonal margin {margin}", flush=True)
+        rows = {r["method"]: r for r in bench_arm(arm, adapter, run, ratios)}
+        results[arm_name] = arm_result(n, steps, rows, margin, ratios)
     write_results(work, results, ratios,
         f"{model}; arms trained {steps} optimizer steps with the full run's LoRA settings; (a)/(b): the first "
         f"{n} of {total} filtered CoTs; (b): + K = {a.general_ratio:g} general examples ({a.general}) per task "

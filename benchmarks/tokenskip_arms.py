@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse_args(argv)
-    from tell_ablation import arm_result, bench_arm, probe_arm, read, write_results
+    from tell_ablation import arm_result, bench_arm, probe_arm, read, run_rows, write_results
 
     from tokenskip.data.adapters import ADAPTER_INFO
     from tokenskip.verbs.build_sft import build_sft
@@ -72,17 +72,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in ["run", *arms]:
         arm = work / name.replace("+", "-")
         print(f"\n== {name} ({time.perf_counter() - t0:.0f}s)", flush=True)
-        if name == "run":
-            adapter, bench_dir = run / "adapter", run / "bench"
-            done = (
-                read(bench_dir / "results.json")["runs"][0]["methods"]
-                if (bench_dir / "results.json").exists()
-                else []
-            )
-            rows = {r["method"]: r for r in done}
-            margin = (
-                read(run / "probe.json")["diagonal_margin"]["mean"] if (run / "probe.json").exists() else None
-            )
+        if name == "run":  # the run's own adapter: its bench rows and probe, read from the run
+            rows, margin = run_rows(run)
         else:
             from tell_ablation import train_arm
 
@@ -93,8 +84,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     str(run / "kept.jsonl"), str(run / "compressed"), str(sft), model=model, **sft_options
                 )
             adapter = train_arm(arm, sft, full, model, steps, train_options)
-            rows = {r["method"]: r for r in bench_arm(arm, adapter, run, ratios)}
+            # the probe first: five minutes that say whether the arm reads the digit, before its bench's hour
             margin = probe_arm(arm, adapter, run, model, a.probe)["mean"] if a.probe else None
+            print(f"{name}: probe diagonal margin {margin}", flush=True)
+            rows = {r["method"]: r for r in bench_arm(arm, adapter, run, ratios)}
         sft_info = read((run if name == "run" else arm) / "sft" / "sft_info.json")
         results[name] = arm_result(sft_info["examples"], steps, rows, margin, ratios)
     write_results(work, results, ratios,
