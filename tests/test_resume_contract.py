@@ -253,6 +253,37 @@ def test_committed_bench_run_resumes(tmp_path, fake, capsys):
     assert "max_new_tokens: 1024 -> 512" in capsys.readouterr().err
 
 
+def test_bench_folder_keeps_the_methods_of_earlier_runs(tmp_path, fake, capsys):
+    """A second bench into the same folder with other methods adds them: run.json and the table list the first
+    run's methods and the second's, and the first run's records are not generated again."""
+    q = tmp_path / "q.jsonl"
+    q.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 5 - {i}?", "answer": "5"}) + "\n"
+                         for i in range(2)))  # fmt: skip
+    out = tmp_path / "bench"
+    common = [
+        "bench",
+        "--dataset",
+        str(q),
+        "--latency_samples",
+        "0",
+        "--max_new_tokens",
+        "8",
+        "--out",
+        str(out),
+    ]
+    assert main([*common, "--methods", "original,beconcise"]) == 0, capsys.readouterr().err
+    before = _snapshot(out / "records" / "beconcise.jsonl")
+    assert main([*common, "--methods", "original,truncation@0.5"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["methods"] == [
+        "original",
+        "beconcise",
+        "truncation@0.5",
+    ]
+    table = [m["method"] for m in json.loads((out / "results.json").read_text())["runs"][0]["methods"]]
+    assert table == ["original", "beconcise", "truncation@0.5"]
+    assert _snapshot(out / "records" / "beconcise.jsonl") == before
+
+
 def test_committed_fidelity_run_resumes(tmp_path):
     """fidelity-qwen's run.json, answer files and compress configs accept the settings the committed command
     gives today, and refuse another dtype (the run recorded bfloat16)."""

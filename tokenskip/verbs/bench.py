@@ -97,6 +97,12 @@ def bench(
             "latency_samples": latency_samples,
             "thinking": prompt_preset.think_close is not None,
         }
+        old = check_run_file(root / "run.json", meta, RESUME_KEYS, write=False)
+        # a folder accumulates methods: a run of some of them keeps the others in run.json (and in the table)
+        meta["methods"] = [
+            *old.get("methods", []),
+            *(m for m in meta["methods"] if m not in old.get("methods", [])),
+        ]
         check_run_file(root / "run.json", meta, RESUME_KEYS)
         (root / "records").mkdir(parents=True, exist_ok=True)
         runs = [
