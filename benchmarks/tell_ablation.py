@@ -107,13 +107,18 @@ def bench_arm(arm: Path, adapter: Path, run: Path, ratios: list[str]) -> list[di
 
 
 def probe_arm(arm: Path, adapter: Path, run: Path, model: str, n: int) -> dict[str, Any]:
+    import tempfile
+
     import probe
 
     out = arm / "probe.json"
-    if not out.exists():
-        probe.main(["--model", model, "--adapter", str(adapter), "--original", str(run / "kept.jsonl"),
-                    "--compressed", str(run / "compressed"), "--n", str(n), "--work", str(arm / "probe"),
-                    "--json", str(out)])  # fmt: skip
+    if (
+        not out.exists()
+    ):  # the merged model (~1 GB) and the probe's mixture live outside the committed run folder
+        with tempfile.TemporaryDirectory(prefix="tokenskip-probe-") as work:
+            probe.main(["--model", model, "--adapter", str(adapter), "--original", str(run / "kept.jsonl"),
+                        "--compressed", str(run / "compressed"), "--n", str(n), "--work", work,
+                        "--json", str(out)])  # fmt: skip
     return read(out)["diagonal_margin"]
 
 
