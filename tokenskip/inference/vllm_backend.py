@@ -273,9 +273,7 @@ class VLLMGenerator(Generator):
         merged = getattr(self, "merged", None)
         if merged:
             if adapter != merged:
-                raise UserError(
-                    f"this vLLM engine serves {self.merged} merged into the weights: it cannot switch"
-                )
+                raise UserError(f"this vLLM engine serves {merged} merged into the weights: it cannot switch")
             self.adapter = adapter
             return
         if adapter:
