@@ -59,28 +59,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def share(src: Path, dst: Path) -> None:
-    """Give arm ``dst`` the first arm's generations that do not depend on c: the base model's round-0 eval and
-    round-1 rollouts (same model, same seeds, so the same text); the resumable runner then skips them and only
-    the scoring (which prices with c) and everything after it run again."""
+def share(src: Path, dst: Path, cost: float) -> None:
+    """Give arm ``dst`` (price ``cost``) the first arm's work that does not depend on c: the base model's
+    round-0 eval and round-1 rollouts (same model, same seeds, so the same text) as they are, and their scored
+    files re-priced with ``cost`` (the likelihoods and thought tokens do not depend on c; only utility, cost
+    and reward are recomputed, :func:`~tokenskip.metareason.reward.reprice`). The resumable runner then
+    skips them: only the filter, training and the trained adapter's eval run again. Only a finished arm's
+    files are shared (its round-1 summary exists)."""
     import shutil
 
-    for rel in (
-        "round-0/eval.jsonl",
-        "round-1/samples.jsonl",
-        "round-1/rationalized.jsonl",
-        "round-1/direct.jsonl",
-    ):
-        if (src / rel).exists() and not (dst / rel).exists():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+    from tokenskip.data.jsonl import read_jsonl, write_jsonl_atomic
+    from tokenskip.metareason.reward import RewardConfig, reprice
+
+    if not (src / "round-1" / "summary.json").exists():
+        return
+    cfg = RewardConfig(cost=cost)
+    for rel in ("round-0/eval.jsonl", "round-1/samples.jsonl", "round-1/rationalized.jsonl",
+                "round-1/direct.jsonl", "round-0/eval_scored.jsonl", "round-1/scored.jsonl"):  # fmt: skip
+        if not (src / rel).exists() or (dst / rel).exists():
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        if not rel.endswith("scored.jsonl"):
             shutil.copyfile(src / rel, dst / rel)
+            continue
+        rows = [reprice(r, cfg) for _, r in read_jsonl(src / rel)]
+        for r in rows:  # the run's recorded price (round-1's scoring settings), as scoring with c writes it
+            if "cost_c" in r:
+                r["cost_c"] = cost
+        write_jsonl_atomic(dst / rel, rows)
 
 
 def refilter(scored_path: Path, settings: list[tuple[float, str]]) -> str:
     """The filter alone under other prices: the scored rollouts' likelihoods re-priced (pure, no model) for
     each (c, cost kind), and what the filter keeps."""
     from tokenskip.data.jsonl import read_jsonl
-    from tokenskip.metareason.reward import RewardConfig, reward, select
+    from tokenskip.metareason.reward import RewardConfig, reprice, select
 
     rows = [r for _, r in read_jsonl(scored_path)]
     lines = [
@@ -89,9 +102,7 @@ def refilter(scored_path: Path, settings: list[tuple[float, str]]) -> str:
     ]
     for c, kind in settings:
         cfg = RewardConfig(cost=c, cost_kind=kind)  # type: ignore[arg-type]
-        priced = [
-            {**r, **reward(r["logp_thought"], r["logp_direct"], r["thought_tokens"], cfg)} for r in rows
-        ]
+        priced = [reprice(r, cfg) for r in rows]
         kept, _ = select(priced)
         toks = sorted(k["thought_tokens"] for k in kept)
         mean = f"{sum(toks) / len(toks):.1f}" if toks else "–"
@@ -159,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         for src in [first, *reused[:1]]:  # this run's first arm, else the reused run's
             if src is not None:
-                share(src, work / arm)
+                share(src, work / arm, c)
         first = first or work / arm
         res = iterate(
             out=str(work / arm), dataset=train, limit=a.questions, model=a.model, rounds=a.rounds,

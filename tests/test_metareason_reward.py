@@ -9,6 +9,7 @@ from tokenskip.metareason.reward import (
     RewardConfig,
     cost,
     hint_question,
+    reprice,
     reward,
     select,
     summarize,
@@ -107,3 +108,26 @@ def test_summary_and_hint():
     assert s["rollouts"] == 6 and s["accuracy"] == pytest.approx(2 / 6, abs=1e-4)
     assert s["thought_tokens"] == pytest.approx((20 + 400 + 30 + 300 + 50 + 50) / 6, abs=1e-3)
     assert hint_question("How many? ", "26") == "How many? (The correct answer is 26.)"
+
+
+def test_reprice_gives_what_scoring_at_the_other_price_gives():
+    # rollouts scored once at c = 1, re-priced at c = 0: the same rewards (to the scorer's 6 decimals) and the
+    # same filter as scoring them at c = 0, so an ablation over c scores its rollouts once
+    hi, lo = math.log(0.9), math.log(0.001)
+    rollouts = [("q1", True, hi, 20), ("q1", True, hi, 400), ("q1", False, lo, 2), ("q2", True, hi, 60)]
+
+    def scored(c):
+        return [
+            {"id": f"{q}#{i}", "qid": q, "source": "sample", "correct": ok, "logp_thought": round(lp, 6),
+             "logp_direct": round(LP0, 6), "thought_tokens": n,
+             **{k: round(v, 6) for k, v in reward(lp, LP0, n, RewardConfig(cost=c)).items()}}
+            for i, (q, ok, lp, n) in enumerate(rollouts)
+        ]  # fmt: skip
+
+    repriced = [reprice(r, RewardConfig(cost=0.0)) for r in scored(1.0)]
+    for a, b in zip(repriced, scored(0.0), strict=True):
+        assert a.keys() == b.keys() and a["cost"] == 0
+        assert a["reward"] == pytest.approx(b["reward"], abs=2e-6)
+    ids = lambda rows: [r["id"] for r in select(rows)[0]]  # noqa: E731
+    assert ids(repriced) == ids(scored(0.0)) == ["q1#0", "q1#1", "q2#3"]
+    assert ids(scored(1.0)) == ["q1#0", "q2#3"]  # the price changed what is kept

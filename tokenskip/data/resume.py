@@ -99,10 +99,15 @@ def check_records(out: str | Path, settings: dict[str, Any]) -> None:
 
 
 def check_run_file(
-    path: str | Path, settings: dict[str, Any], keys: Sequence[str] | None = None, write: bool = True
+    path: str | Path,
+    settings: dict[str, Any],
+    keys: Sequence[str] | None = None,
+    accumulate: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Check a run folder's settings file (``run.json`` ...) against ``settings`` (only ``keys``, default
-    all), then write the recorded settings completed with this run's (``write``). Returns the old ones."""
+    all), then write the recorded settings completed with this run's; a list setting named in
+    ``accumulate`` is written as the union of the recorded and this run's items (recorded first, e.g. a
+    bench folder's methods). Returns the old ones."""
     p = Path(path)
     old: dict[str, Any] = {}
     if p.exists():
@@ -111,12 +116,13 @@ def check_run_file(
         except ValueError:
             raise UserError(f"{p}: not valid JSON; move it away or pick another --out") from None
         check_same_settings(p.parent, old, settings, keys)
-    if write:
-        from tokenskip.data.jsonl import write_json_atomic
+    from tokenskip.data.jsonl import write_json_atomic
 
-        merged = {**old, **settings}
-        for k in UNKNOWN:  # a resolved value replaces an unknown one, never the other way round
-            if k in old and k in settings and settings[k] in UNKNOWN[k] and old[k] not in UNKNOWN[k]:
-                merged[k] = old[k]
-        write_json_atomic(p, merged)
+    merged = {**old, **settings}
+    for k in accumulate:
+        merged[k] = [*old.get(k, []), *(v for v in settings.get(k, []) if v not in old.get(k, []))]
+    for k in UNKNOWN:  # a resolved value replaces an unknown one, never the other way round
+        if k in old and k in settings and settings[k] in UNKNOWN[k] and old[k] not in UNKNOWN[k]:
+            merged[k] = old[k]
+    write_json_atomic(p, merged)
     return old

@@ -71,6 +71,14 @@ def reward(
     return {"utility": u, "cost": k, "reward": u - k}
 
 
+def reprice(row: dict[str, Any], cfg: RewardConfig) -> dict[str, Any]:
+    """A scored row under another price: its likelihoods and thought tokens kept, ``utility``/``cost``/
+    ``reward`` recomputed with ``cfg`` (rounded as the scorer rounds them). The likelihoods do not depend on
+    c, so rollouts scored once serve every arm of an ablation over c."""
+    priced = reward(row["logp_thought"], row["logp_direct"], row["thought_tokens"], cfg)
+    return {**row, **{k: round(v, 6) for k, v in priced.items()}}
+
+
 def hint_question(question: str, answer: str) -> str:
     """STaR's rationalization prompt: the question with the correct answer given as a hint."""
     return f"{question.rstrip()} (The correct answer is {answer}.)"

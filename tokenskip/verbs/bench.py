@@ -97,13 +97,8 @@ def bench(
             "latency_samples": latency_samples,
             "thinking": prompt_preset.think_close is not None,
         }
-        old = check_run_file(root / "run.json", meta, RESUME_KEYS, write=False)
         # a folder accumulates methods: a run of some of them keeps the others in run.json (and in the table)
-        meta["methods"] = [
-            *old.get("methods", []),
-            *(m for m in meta["methods"] if m not in old.get("methods", [])),
-        ]
-        check_run_file(root / "run.json", meta, RESUME_KEYS)
+        check_run_file(root / "run.json", meta, RESUME_KEYS, accumulate=("methods",))
         (root / "records").mkdir(parents=True, exist_ok=True)
         runs = [
             (method, root / "records" / f"{method.name}{suffix}.jsonl", qs, size)
