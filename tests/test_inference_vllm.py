@@ -77,6 +77,7 @@ def test_engine_is_cpu_fp32_eager_with_lora(engine):
     kw = engine.engine_kwargs
     assert kw["dtype"] == "float32" and kw["enforce_eager"] is True and kw["tensor_parallel_size"] == 1
     assert kw["enable_lora"] is True and kw["max_lora_rank"] == 8
+    assert kw["enable_chunked_prefill"] is False  # whole prompts per step: see the seeded-sampling test
     assert engine.lora_request is not None and engine.lora_request.lora_int_id == 1
 
 
@@ -103,6 +104,17 @@ def test_greedy_parity_with_lora(engine, hf_lora, hf_base, ratio):
     assert [g.num_tokens for g in ours] == [g.num_tokens for g in ref]
     # the adapter really changes the model
     assert [g.text for g in ref] != [g.text for g in hf_base.generate(prompts, GREEDY)]
+
+
+def test_seeded_sampling_of_more_prompt_tokens_than_a_step(engine):
+    # 12 seeded prompts of ~900 tokens (more than a chunked step's token budget): with chunked prefill, vLLM's CPU
+    # runner discarded a partly prefilled request's sample and could not rewind its seeded CPU generator ("CPU
+    # Generator does not use offset"), which killed the engine (RaM's K rollouts of 64 questions at once)
+    prompts = [f"{i} " + "word " * 900 + "and the next word is" for i in range(12)]
+    cfg = SamplingConfig(max_new_tokens=4, temperature=0.8, seed=7)
+    first, again = engine.generate(prompts, cfg), engine.generate(prompts[::-1], cfg)[::-1]
+    assert all(g.num_tokens == 4 for g in first)
+    assert [g.text for g in first] == [g.text for g in again]  # a request's seed, not the batch, fixes its text
 
 
 def test_stop_strings_and_eos_accounting(engine, hf_lora):

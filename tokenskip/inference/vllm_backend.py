@@ -139,6 +139,11 @@ def build_engine_kwargs(
     }
     if on_cpu:
         kwargs["tensor_parallel_size"] = tensor_parallel_size or 1
+        # vLLM's CPU runner cannot rewind a seeded request's CPU torch.Generator when a chunked prefill discards
+        # its sampled token ("CPU Generator does not use offset" kills the engine): with sampling seeds and
+        # more prompt tokens than one step's budget (K rollouts of 64 questions; one long prompt), the engine
+        # died. Whole prompts per step avoid the discard; vLLM raises the step budget to the context length.
+        kwargs["enable_chunked_prefill"] = False
     else:
         import torch
 
