@@ -114,7 +114,8 @@ def test_seeded_sampling_of_more_prompt_tokens_than_a_step(engine):
     cfg = SamplingConfig(max_new_tokens=4, temperature=0.8, seed=7)
     first, again = engine.generate(prompts, cfg), engine.generate(prompts[::-1], cfg)[::-1]
     assert all(g.num_tokens == 4 for g in first)
-    assert [g.text for g in first] == [g.text for g in again]  # a request's seed, not the batch, fixes its text
+    # a request's seed, not the batch, fixes its text
+    assert [g.text for g in first] == [g.text for g in again]
 
 
 def test_stop_strings_and_eos_accounting(engine, hf_lora):
