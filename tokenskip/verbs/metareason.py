@@ -280,7 +280,7 @@ def _expert_round(
             data=str(rnd.path("sft")), out=str(rnd.new_adapter), model=model.model, lora_rank=lora.lora_rank,
             lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=lora.target_modules,
             learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=train_batch_size,
-            grad_accum=grad_accum, cutoff=cutoff, eval_size=0, save_steps=50, logging_steps=5, seed=rnd.r,
+            grad_accum=grad_accum, cutoff=cutoff, eval_size=0, save_steps=5, logging_steps=5, seed=rnd.r,
             dtype=model.dtype, device=model.device, progress="none",
         )  # fmt: skip
     return summary
