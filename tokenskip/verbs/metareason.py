@@ -258,7 +258,10 @@ def _expert_round(
     _score(session, rnd.adapter, rows, rnd.path("scored.jsonl"), cfg, score_batch_size, f"round {rnd.r} score",
            {"cost_c": cfg.cost, "cost_kind": cfg.cost_kind})  # fmt: skip
     session.release()
-    scored = read_rows(rnd.path("scored.jsonl"))
+    at = {
+        str(r["id"]): i for i, r in enumerate(rows)
+    }  # scored longest-first; the filter reads them in rollout order
+    scored = sorted(read_rows(rnd.path("scored.jsonl")), key=lambda r: at[str(r["id"])])
     # 5. the filter, as a build-sft folder
     kept, counts = select(scored)
     write_jsonl_atomic(rnd.path("kept.jsonl"), kept)
@@ -307,7 +310,20 @@ def _score(session: Session, adapter: str | None, rows: list[dict[str, Any]], pa
             scorers.append(_scorer(session, adapter, cfg, batch))
         return scorers[0].score(b)
 
-    run_records(rows, step, path, batch, settings or {}, key=lambda r: str(r["id"]), desc=desc)
+    run_records(
+        rows, step, path, batch, settings or {}, key=lambda r: str(r["id"]), order=_by_length, desc=desc
+    )
+
+
+def _by_length(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of similar length batched together (little padding in a scoring forward pass): longest first, so
+    the first batch shows the peak memory at once. The length is the characters of prompt and thought."""
+    return sorted(
+        rows,
+        key=lambda r: (
+            -len((r.get("prompt") or r.get("question") or "") + (r.get("cot") or r.get("output") or ""))
+        ),
+    )
 
 
 def _evaluate(path: Path, session: Session, adapter: str | None, records, cfg: RewardConfig,
