@@ -258,9 +258,8 @@ def _expert_round(
     _score(session, rnd.adapter, rows, rnd.path("scored.jsonl"), cfg, score_batch_size, f"round {rnd.r} score",
            {"cost_c": cfg.cost, "cost_kind": cfg.cost_kind})  # fmt: skip
     session.release()
-    at = {
-        str(r["id"]): i for i, r in enumerate(rows)
-    }  # scored longest-first; the filter reads them in rollout order
+    # scored longest-first; the filter reads them in rollout order
+    at = {str(r["id"]): i for i, r in enumerate(rows)}
     scored = sorted(read_rows(rnd.path("scored.jsonl")), key=lambda r: at[str(r["id"])])
     # 5. the filter, as a build-sft folder
     kept, counts = select(scored)
