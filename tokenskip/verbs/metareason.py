@@ -278,6 +278,10 @@ def _expert_round(
     if not (rnd.new_adapter / ADAPTER_DONE).exists():
         from tokenskip.verbs.train import train
 
+        # the generator goes before training, on a CPU too: a 0.5B LoRA step (4 x 768 tokens) peaks near 19 GB,
+        # and beside a kept vLLM CPU engine (~5 GB) it was OOM-killed on a 24 GB machine; the next generation
+        # (this round's eval, the next round's rollouts) opens it again (~1 min against ~1 h of training)
+        session.close()
         train(
             data=str(rnd.path("sft")), out=str(rnd.new_adapter), model=model.model, lora_rank=lora.lora_rank,
             lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout, target_modules=lora.target_modules,
