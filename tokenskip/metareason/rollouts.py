@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tokenskip.data.datasets import Record
-from tokenskip.data.prompts import PromptPreset, forced_answer, format_target
+from tokenskip.data.prompts import PromptPreset, forced_answer, format_target, user_message
 from tokenskip.inference.base import Generation, StreamCallback
 from tokenskip.metareason.reward import hint_question
 from tokenskip.methods.base import Context, Method, Request
@@ -153,3 +153,29 @@ def training_output(row: dict[str, Any], preset: PromptPreset) -> str:
     if preset.think_close:
         return row["output"]
     return format_target(row.get("cot") or "", str(row["answer"]), preset).lstrip()
+
+
+def sft_rows(kept: list[dict[str, Any]], preset: PromptPreset) -> list[dict[str, Any]]:
+    """The kept rollouts as build-sft rows (γ = 1.0, no ratio in the prompt) that ``tokenskip train`` reads."""
+    rows = []
+    for row in kept:
+        message = user_message(row["question"], None, preset, preset.delimiter)
+        instruction = (
+            preset.instruction if preset.instruction and message.startswith(preset.instruction + "\n") else ""
+        )
+        rows.append({
+            "id": row["id"], "ratio": 1.0, "question": row["question"], "answer": row["answer"],
+            "instruction": instruction, "input": message[len(instruction) + 1 :] if instruction else message,
+            "output": training_output(row, preset),
+        })  # fmt: skip
+    return rows
+
+
+def sft_info(examples: int, preset: PromptPreset, model: str) -> dict[str, Any]:
+    """The build-sft folder's info file for :func:`sft_rows` (mixture ``metareason``)."""
+    return {
+        "examples": examples, "ratios": [1.0], "per_ratio": {"1.0": examples}, "preset": preset.name,
+        "delimiter": preset.delimiter, "delimiter_source": "preset", "model": model,
+        "instruction": preset.instruction, "system": preset.system, "answer_template": preset.answer_template,
+        "seed": 0, "mixture": "metareason", "original": None, "compressed": None,
+    }  # fmt: skip

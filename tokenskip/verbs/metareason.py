@@ -43,7 +43,8 @@ from tokenskip.metareason.rollouts import (
     direct_items,
     rationalize_items,
     sample_items,
-    training_output,
+    sft_info,
+    sft_rows,
 )
 from tokenskip.metareason.score import Scorer, open_scorer, read_scorable
 from tokenskip.session import Session
@@ -86,28 +87,11 @@ class Round:
 
 def write_sft(folder: Path, kept: list[dict[str, Any]], preset: Any, model: str) -> None:
     """The kept rollouts as a build-sft folder (γ = 1.0 rows) that ``tokenskip train`` reads."""
-    from tokenskip.data.prompts import user_message
     from tokenskip.training.sft_folder import INFO_FILE, SFT_FILE
 
-    rows = []
-    for row in kept:
-        message = user_message(row["question"], None, preset, preset.delimiter)
-        instruction = (
-            preset.instruction if preset.instruction and message.startswith(preset.instruction + "\n") else ""
-        )
-        rows.append({
-            "id": row["id"], "ratio": 1.0, "question": row["question"], "answer": row["answer"],
-            "instruction": instruction, "input": message[len(instruction) + 1 :] if instruction else message,
-            "output": training_output(row, preset),
-        })  # fmt: skip
+    rows = sft_rows(kept, preset)
     write_jsonl_atomic(folder / SFT_FILE, rows)
-    info = {
-        "examples": len(rows), "ratios": [1.0], "per_ratio": {"1.0": len(rows)}, "preset": preset.name,
-        "delimiter": preset.delimiter, "delimiter_source": "preset", "model": model,
-        "instruction": preset.instruction, "system": preset.system, "answer_template": preset.answer_template,
-        "seed": 0, "mixture": "metareason", "original": None, "compressed": None,
-    }  # fmt: skip
-    write_json_atomic(folder / INFO_FILE, info)
+    write_json_atomic(folder / INFO_FILE, sft_info(len(rows), preset, model))
 
 
 @flat_options(
