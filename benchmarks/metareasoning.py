@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval", type=int, default=8, help="held-out questions (the N after them)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--samples", type=int, default=2, help="K rollouts per question and round")
-    ap.add_argument("--costs", default="0.1,0", help="the arms: values of c")
+    ap.add_argument("--costs", default="0.1,0",
+                    help="the arms: values of c, each optionally :linear (c·|z|; default :log, c·log(1+|z|)), "
+                    "e.g. 0.1,0,0.1:linear")  # fmt: skip
     ap.add_argument("--max_new_tokens", type=int, default=128)
     ap.add_argument("--max_steps", type=int, default=8, help="LoRA steps per round")
     ap.add_argument("--learning_rate", type=float, default=1e-3)
@@ -59,8 +61,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def share(src: Path, dst: Path, cost: float) -> None:
-    """Give arm ``dst`` (price ``cost``) the first arm's work that does not depend on c: the base model's
+def arms(costs: str) -> list[tuple[str, float, str]]:
+    """``--costs`` as (arm name, c, cost kind): ``0.1`` -> ("c=0.1", 0.1, "log"), ``0.1:linear`` ->
+    ("c=0.1-linear", 0.1, "linear")."""
+    out = []
+    for tok in costs.split(","):
+        c, _, kind = tok.strip().partition(":")
+        kind = kind or "log"
+        if kind not in ("log", "linear"):
+            raise SystemExit(f"--costs: {tok!r}: the cost kind must be log or linear")
+        out.append((f"c={float(c):g}" + ("" if kind == "log" else f"-{kind}"), float(c), kind))
+    return out
+
+
+def share(src: Path, dst: Path, cost: float, kind: str = "log") -> None:
+    """Give arm ``dst`` (price ``cost``, of ``kind``) the first arm's work that does not depend on c: the base model's
     round-0 eval and round-1 rollouts (same model, same seeds, so the same text) as they are, and their scored
     files re-priced with ``cost`` (the likelihoods and thought tokens do not depend on c; only utility, cost
     and reward are recomputed, :func:`~tokenskip.metareason.reward.reprice`). The resumable runner then
@@ -73,7 +88,7 @@ def share(src: Path, dst: Path, cost: float) -> None:
 
     if not (src / "round-1" / "summary.json").exists():
         return
-    cfg = RewardConfig(cost=cost)
+    cfg = RewardConfig(cost=cost, cost_kind=kind)  # type: ignore[arg-type]
     for rel in ("round-0/eval.jsonl", "round-1/samples.jsonl", "round-1/rationalized.jsonl",
                 "round-1/direct.jsonl", "round-0/eval_scored.jsonl", "round-1/scored.jsonl"):  # fmt: skip
         if not (src / rel).exists() or (dst / rel).exists():
@@ -85,7 +100,7 @@ def share(src: Path, dst: Path, cost: float) -> None:
         rows = [reprice(r, cfg) for _, r in read_jsonl(src / rel)]
         for r in rows:  # the run's recorded price (round-1's scoring settings), as scoring with c writes it
             if "cost_c" in r:
-                r["cost_c"] = cost
+                r["cost_c"], r["cost_kind"] = cost, kind
         write_jsonl_atomic(dst / rel, rows)
 
 
@@ -165,16 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, float] = {}
     first: Path | None = None
     reused = sorted(p for p in Path(a.reuse).iterdir() if p.name.startswith("c=")) if a.reuse else []
-    for c in [float(x) for x in a.costs.split(",")]:
-        arm = f"c={c:g}"
+    for arm, c, kind in arms(a.costs):
         t = time.perf_counter()
         for src in [first, *reused[:1]]:  # this run's first arm, else the reused run's
             if src is not None:
-                share(src, work / arm, c)
+                share(src, work / arm, c, kind)
         first = first or work / arm
         res = iterate(
             out=str(work / arm), dataset=train, limit=a.questions, model=a.model, rounds=a.rounds,
-            samples=a.samples, cost=c, max_new_tokens=a.max_new_tokens, max_steps=a.max_steps,
+            samples=a.samples, cost=c, cost_kind=kind, max_new_tokens=a.max_new_tokens, max_steps=a.max_steps,
             learning_rate=a.learning_rate, temperature=a.temperature, batch_size=a.batch_size, device=a.device,
             backend=a.backend, dtype=a.dtype, eval_dataset=test, eval_limit=a.eval,
             train_batch_size=a.train_batch_size, grad_accum=a.grad_accum, cutoff=a.cutoff,
@@ -215,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     scored = (first / "round-1" / "scored.jsonl") if first else None
     if scored is not None and scored.exists():
-        grid = [(0.0, "log"), (0.1, "log"), (1.0, "log"), (0.01, "linear"), (0.1, "linear")]
+        grid = [(0.0, "log"), (0.1, "log"), (1.0, "log"), (3.0, "log"), (0.01, "linear"), (0.03, "linear"),
+                (0.1, "linear")]  # fmt: skip
         footer += "\n\nThe round-1 filter alone, re-priced (same rollouts and likelihoods):\n\n" + refilter(
             scored, grid
         )
