@@ -75,6 +75,7 @@ def train_arm(
 ) -> Path:
     """Train ``arm/adapter`` on ``data`` with the full run's LoRA settings (``overrides`` changes some) for
     ``steps`` optimizer steps; resumes from its last checkpoint."""
+    from tokenskip.models import release_memory
     from tokenskip.verbs.train import train
 
     adapter = arm / "adapter"
@@ -84,6 +85,7 @@ def train_arm(
     train(data=str(data), out=str(adapter), model=model, max_steps=steps, save_steps=5, eval_size=0,
           dtype=full["dtype"], save_dtype=full.get("save_dtype"), progress="none", group_by_length=True,
           **settings)  # fmt: skip
+    release_memory()  # the training peak goes back before the probe's and the bench's models load
     return adapter
 
 

@@ -316,6 +316,26 @@ def load_model(
     return model, tok
 
 
+def release_memory() -> None:
+    """Give the memory of models and trainers this process dropped back to the system, before another
+    process needs it (a vLLM engine is one): collect the reference cycles that keep a finished trainer and its
+    model alive, then return glibc's free heap pages (``malloc_trim``) and CUDA's cached blocks. Without it a
+    process keeps its training peak: after a 0.5B LoRA run (~18 GB resident) the next vLLM CPU engine (~5 GB)
+    was OOM-killed on a 24 GB machine."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps its pages
+        pass
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:300] if text else type(e).__name__

@@ -35,6 +35,7 @@ from tokenskip.errors import UserError
 from tokenskip.inference.base import Generation, Generator, SamplingConfig
 from tokenskip.inference.runner import RunResult, run_records
 from tokenskip.methods import Context, Method
+from tokenskip.models import release_memory
 
 MODEL_ADAPTER: Any = object()  # the adapter of ``--adapter`` (``adapter=None`` is the base model)
 
@@ -198,6 +199,8 @@ class Session:
         if self.gen is not None:
             gen, self.gen, self.loaded = self.gen, None, None
             gen.close()
+            del gen
+            release_memory()
 
     def __enter__(self) -> Session:
         return self

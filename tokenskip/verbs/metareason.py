@@ -47,6 +47,7 @@ from tokenskip.metareason.rollouts import (
     sft_rows,
 )
 from tokenskip.metareason.score import Scorer, open_scorer, read_scorable
+from tokenskip.models import release_memory
 from tokenskip.session import Session
 
 Algorithm = Literal["expert-iteration", "grpo"]
@@ -273,6 +274,7 @@ def _expert_round(
             grad_accum=grad_accum, cutoff=cutoff, eval_size=0, save_steps=5, logging_steps=5, seed=rnd.r,
             dtype=model.dtype, device=model.device, progress="none",
         )  # fmt: skip
+        release_memory()  # the trainer's ~18 GB peak goes back before the eval's engine starts beside it
     return summary
 
 
@@ -300,6 +302,8 @@ def _score(session: Session, adapter: str | None, rows: list[dict[str, Any]], pa
     run_records(
         rows, step, path, batch, settings or {}, key=lambda r: str(r["id"]), order=_by_length, desc=desc
     )
+    scorers.clear()
+    release_memory()  # a scoring model of its own goes back before training or the next engine
 
 
 def _by_length(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

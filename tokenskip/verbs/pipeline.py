@@ -25,6 +25,7 @@ from tokenskip.data.jsonl import write_json_atomic
 from tokenskip.data.prompts import check_ratio, format_ratio
 from tokenskip.data.resume import check_same_settings
 from tokenskip.errors import UserError
+from tokenskip.models import release_memory
 from tokenskip.verbs.recipes import Recipe, get_recipe
 
 STATE = "pipeline.json"
@@ -139,6 +140,7 @@ def pipeline(
             entry["done"] = True
             return result
         finally:
+            release_memory()  # a stage's models (scorer, trainer) go back before the next stage loads its own
             entry["seconds"] += time.perf_counter() - start
             entry["runs"] += 1
             write_json_atomic(run / STATE, state)
@@ -225,11 +227,12 @@ def _train(data: str, out: str, cfg: Recipe) -> Any:
         print(f"tokenskip: {out} already holds the finished adapter: skipped")
         return None
     steps = cfg.save_steps or max(1, cfg.max_steps // 2)
-    return train(data=data, out=out, model=cfg.model, max_steps=cfg.max_steps, epochs=cfg.epochs,
+    train(data=data, out=out, model=cfg.model, max_steps=cfg.max_steps, epochs=cfg.epochs,
                  batch_size=cfg.train_batch_size, grad_accum=cfg.grad_accum, learning_rate=cfg.learning_rate,
                  cutoff=cfg.cutoff, save_steps=steps, eval_size=0, dtype=cfg.train_dtype, progress="none",
                  save_dtype=cfg.save_dtype,
                  group_by_length=cfg.final == "bench")  # fmt: skip
+    return None  # the result holds the trained model: dropped, so the next stage's generator gets its memory
 
 
 def _infer(**kwargs: Any) -> Any:
